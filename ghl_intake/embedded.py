@@ -1,0 +1,101 @@
+"""Wiring for one process: the arq pool, the ingress app and stage workers, on real or fake Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from arq.connections import ArqRedis
+from arq.worker import Worker
+
+from ghl_intake import keys
+from ghl_intake.runtime import fake_server
+from ghl_intake.settings import DEFAULT_GHL_ED25519_PEM, Settings
+from ingress.app import IngressDeps, create_app
+from ingress.verify import load_ed25519_keys
+from pipeline.models import STAGES
+from workers.base import job_deserializer, job_serializer, queue_name
+from workers.stages import worker_kwargs
+
+
+def _quiet_arq_redis_info() -> None:
+    """arq logs ``INFO`` at worker start; fakeredis has no INFO command, so skip that log line."""
+    import arq.worker
+
+    async def _no_info(redis: Any, log_func: Any) -> None:
+        log_func("redis: in-memory fakeredis")
+
+    arq.worker.log_redis_info = _no_info  # type: ignore[assignment]
+
+
+def make_pool(settings: Settings) -> ArqRedis:
+    """An ``ArqRedis`` on ``REDIS_URL``, or on the process's in-memory fakeredis server."""
+    if settings.redis_url:
+        return ArqRedis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3,
+                                 job_serializer=job_serializer, job_deserializer=job_deserializer)
+    import fakeredis
+
+    _quiet_arq_redis_info()
+    fake = fakeredis.FakeAsyncRedis(server=fake_server())
+    return ArqRedis(connection_pool=fake.connection_pool, job_serializer=job_serializer,
+                    job_deserializer=job_deserializer)
+
+
+def ingress_deps(settings: Settings, pool: ArqRedis) -> IngressDeps:
+    km = keys.load(settings)
+    ed_keys = load_ed25519_keys(settings.ghl_ed25519_public_keys, DEFAULT_GHL_ED25519_PEM)
+    return IngressDeps(settings=settings, pool=pool, keyring=km.keyring, ed25519_keys=ed_keys)
+
+
+def build_app(settings: Settings, pool: ArqRedis) -> Any:
+    return create_app(ingress_deps(settings, pool))
+
+
+def make_worker(stage: str, settings: Settings, pool: ArqRedis, *, burst: bool = False) -> Worker:
+    kw = worker_kwargs(stage, settings)
+    kw.pop("redis_settings", None)
+    kw["handle_signals"] = False
+    kw["poll_delay"] = 0.05
+    return Worker(redis_pool=pool, burst=burst, **kw)
+
+
+async def queue_depths(pool: ArqRedis, settings: Settings) -> dict[str, int]:
+    return {s: int(await pool.zcard(queue_name(settings, s))) for s in STAGES}
+
+
+class StageRunner:
+    """Runs every stage worker as a task of this event loop."""
+
+    def __init__(self, settings: Settings, pool: ArqRedis, stages: tuple[str, ...] = STAGES) -> None:
+        self.workers = [make_worker(s, settings, pool) for s in stages]
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self.tasks = [asyncio.create_task(w.async_run()) for w in self.workers]
+
+    async def stop(self) -> None:
+        for w in self.workers:
+            await w.close()
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+async def wait_quiet(pool: ArqRedis, settings: Settings, *, timeout_s: float = 120.0, settle_s: float = 0.5) -> bool:
+    """Wait until every stage queue is empty and no job is in progress; False on timeout."""
+    deadline = time.monotonic() + timeout_s
+    quiet_since: float | None = None
+    while time.monotonic() < deadline:
+        depths = await queue_depths(pool, settings)
+        in_progress = 0
+        async for _ in pool.scan_iter(match="arq:in-progress:*", count=500):
+            in_progress += 1
+        if sum(depths.values()) == 0 and in_progress == 0:
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since >= settle_s:
+                return True
+        else:
+            quiet_since = None
+        await asyncio.sleep(0.05)
+    return False

