@@ -32,8 +32,11 @@ def _quiet_arq_redis_info() -> None:
 def make_pool(settings: Settings) -> ArqRedis:
     """An ``ArqRedis`` on ``REDIS_URL``, or on the process's in-memory fakeredis server."""
     if settings.redis_url:
-        return ArqRedis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3,
-                                 job_serializer=job_serializer, job_deserializer=job_deserializer)
+        from redis.asyncio import ConnectionPool
+
+        cp = ConnectionPool.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3,
+                                     max_connections=200)
+        return ArqRedis(connection_pool=cp, job_serializer=job_serializer, job_deserializer=job_deserializer)
     import fakeredis
 
     _quiet_arq_redis_info()
