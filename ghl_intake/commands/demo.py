@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import asyncio
 import socket
 import time
@@ -64,8 +65,12 @@ async def run_demo(settings: Settings, *, resend: int = 4, quiet: bool = False) 
     quiet_ok = await wait_quiet(pool, settings, timeout_s=180)
     audit = AuditStore(pool, prefix=settings.key_prefix)
     pii: dict[str, dict[str, int]] = {}
-    for rec in await _ready_counts(pool, settings):
-        pii[rec[0]] = rec[1]
+    samples: list[str] = []
+    for event_id, counts, redacted in await _ready_counts(pool, settings):
+        pii[event_id] = counts
+        body = redacted.get("body")
+        if isinstance(body, str) and redacted.get("messageType") == "SMS" and counts and len(samples) < 3:
+            samples.append(body)
     for row in results:
         if row["event_id"]:
             row["outcome"] = await state.status(row["event_id"]) or "pending"
@@ -78,14 +83,15 @@ async def run_demo(settings: Settings, *, resend: int = 4, quiet: bool = False) 
     outcomes = await state.outcomes()
     await pool.aclose()
     return {"results": results, "forged_signature_status": bad.status_code, "quiet": quiet_ok,
-            "audit": reports, "elapsed_s": elapsed, "outcomes": outcomes, "tenants": len(tenants)}
+            "audit": reports, "elapsed_s": elapsed, "samples": samples, "outcomes": outcomes, "tenants": len(tenants)}
 
 
-async def _ready_counts(pool: Any, settings: Settings) -> list[tuple[str, dict[str, int]]]:
+async def _ready_counts(pool: Any, settings: Settings) -> list[tuple[str, dict[str, int], dict[str, Any]]]:
+    """What downstream consumers see on the ready stream: event id, PII counts, redacted event."""
     out = []
     for _id, fields in await pool.xrange(settings.key("ready")):
         f = {k.decode(): v for k, v in fields.items()}
-        out.append((f["event_id"].decode(), orjson.loads(f["counts"])))
+        out.append((f["event_id"].decode(), orjson.loads(f["counts"]), orjson.loads(f["event"])))
     return out
 
 
@@ -93,7 +99,7 @@ def print_report(data: dict[str, Any]) -> bool:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 130)
     table = Table(title="ghl-intake demo: every webhook through ingress → dedup → rate → redact → persist → audit")
     for col in ("#", "webhook", "event type", "HTTP", "outcome", "PII entities found"):
         table.add_column(col)
@@ -101,6 +107,10 @@ def print_report(data: dict[str, Any]) -> bool:
         pii = ", ".join(f"{k}×{v}" for k, v in sorted(row.get("pii", {}).items())) or "-"
         table.add_row(str(i), row["name"], row["type"], str(row["http"]), row.get("outcome", "-"), pii)
     console.print(table)
+    if data.get("samples"):
+        console.print("what the assistant sees (redacted SMS from the ready stream):")
+        for body in data["samples"]:
+            console.print(f"  {body}", markup=False, highlight=False)
     o = data["outcomes"]
     console.print(f"outcomes: processed={o['processed']} duplicate={o['duplicate']} deferred={o['deferred']} "
                   f"dead_lettered={o['dead_lettered']}  (forged signature answered {data['forged_signature_status']})")
@@ -116,6 +126,11 @@ def print_report(data: dict[str, Any]) -> bool:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import logging
+
+    if not args.verbose:  # the table is the output; per-job log lines would bury it
+        for name in ("arq", "httpx", "ghl_intake.worker", "presidio-analyzer"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     settings = Settings.from_env()
     filled = keys.apply_dev_keys(settings)
     if filled:
@@ -130,4 +145,5 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline on GHL fixtures and lead messages, print the outcome")
+    p.add_argument("--verbose", action="store_true", help="show per-job worker and HTTP log lines")
     p.set_defaults(func=cmd_demo)
