@@ -1,7 +1,12 @@
 """PII quality harness: share of ``must_redact`` values removed and ``must_keep`` values kept.
 
-Runs ``tests/fixtures/pii/cases.jsonl`` plus ``generated.jsonl`` (see gen_pii_cases.py) through
-``Redactor`` and prints a table per kind family. Exit code 1 when a target is missed.
+Runs ``tests/fixtures/pii/cases.jsonl`` plus ``generated.jsonl`` (see gen_pii_cases.py) and the
+hand-written ``holdout.jsonl`` through ``Redactor`` and prints a table per kind family: once for the
+held-out set alone (the honest figure: not written from the recognizers' templates) and once for all
+cases together. Exit code 1 when a target is missed in either table.
+
+A ``must_redact`` value counts as leaked when it still occurs in the output as a whole word
+(case-insensitive), so "tom" is not "leaked" by "tomorrow". A ``must_keep`` value must survive exactly.
 
     .venv/bin/python benchmarks/pii_eval.py [--json] [--pattern-only] [--model NAME] [--verbose]
 """
@@ -10,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import sys
 from collections.abc import Iterable, Sequence
@@ -23,7 +29,9 @@ if str(ROOT) not in sys.path:
 
 from pipeline.redact import DEFAULT_SPACY_MODEL, Redactor  # noqa: E402
 
-FIXTURES = [ROOT / "tests" / "fixtures" / "pii" / "cases.jsonl", ROOT / "tests" / "fixtures" / "pii" / "generated.jsonl"]
+PII_DIR = ROOT / "tests" / "fixtures" / "pii"
+HOLDOUT = PII_DIR / "holdout.jsonl"
+FIXTURES = [PII_DIR / "cases.jsonl", PII_DIR / "generated.jsonl", HOLDOUT]
 FAMILIES = ["email", "phone", "card", "ssn", "bank", "credential", "name", "address", "dob", "keep"]
 REDACT_TARGETS = {"email": 0.99, "phone": 0.99, "card": 0.99, "ssn": 0.99, "bank": 0.99, "credential": 0.99,
                   "name": 0.95, "address": 0.95}
@@ -40,6 +48,11 @@ def load_cases(paths: Iterable[Path] = FIXTURES) -> list[dict[str, Any]]:
         if p.exists():
             cases.extend(json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip())
     return cases
+
+
+def leaked(value: str, output: str) -> bool:
+    """``value`` still present in ``output`` as a whole word (case-insensitive)."""
+    return re.search(r"(?<!\w)" + re.escape(value) + r"(?!\w)", output, re.IGNORECASE) is not None
 
 
 @dataclass
@@ -63,10 +76,9 @@ def evaluate(redactor: Redactor, cases: Sequence[dict[str, Any]]) -> dict[str, A
     results = redactor.redact_texts("eval-tenant", [c["text"] for c in cases])
     for c, r in zip(cases, results, strict=True):
         t = tallies.setdefault(family(c["kind"]), Tally())
-        out_lower = r.redacted.lower()
         for v in c["must_redact"]:
             t.redact_total += 1
-            if v.lower() not in out_lower:
+            if not leaked(v, r.redacted):
                 t.redact_hit += 1
             else:
                 t.misses.append(f"{c['id']} leaked {v!r}: {r.redacted!r}")
@@ -100,8 +112,8 @@ def _fmt(x: float | None) -> str:
     return "   -  " if x is None else f"{x:6.3f}"
 
 
-def print_table(report: dict[str, Any], verbose: bool = False) -> None:
-    print(f"cases: {report['cases']}   spaCy NER: {'on' if report['ner_enabled'] else 'off (pattern-only)'}")
+def print_table(report: dict[str, Any], verbose: bool = False, title: str = "all cases") -> None:
+    print(f"== {title}: {report['cases']} cases   spaCy NER: {'on' if report['ner_enabled'] else 'off (pattern-only)'}")
     print(f"{'family':<11} {'n_redact':>8} {'removed':>8} {'target':>7} {'n_keep':>7} {'kept':>7}")
     for f, d in report["families"].items():
         tgt = "" if d["target_removed"] is None else f"{d['target_removed']:.2f}"
@@ -123,14 +135,18 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     redactor = Redactor(pseudonym_key=b"pii-eval-key-not-secret-0123456789",
                         spacy_model=None if args.pattern_only else args.model)
+    held_out = evaluate(redactor, load_cases([HOLDOUT]))
     report = evaluate(redactor, load_cases())
+    report["held_out"] = held_out
     report["command"] = shlex.join([".venv/bin/python", "benchmarks/pii_eval.py", *(argv if argv is not None else sys.argv[1:])])
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print_table(report, args.verbose)
+        print_table(held_out, args.verbose, title="held-out (holdout.jsonl, hand-written)")
+        print()
+        print_table(report, False, title="all cases (cases + generated + held-out)")
         print("reproduce:", report["command"])
-    return 1 if report["failed"] else 0
+    return 1 if report["failed"] or held_out["failed"] else 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Redaction throughput on one core: our Redactor vs a plain Presidio AnalyzerEngine, same run.
 
-Messages: the labeled PII mix (tests/fixtures/pii/*.jsonl) plus the demo lead bodies.
+Messages: the labeled PII mix (tests/fixtures/pii/cases, generated and holdout .jsonl) plus the demo lead bodies.
 Plain Presidio = default recognizers + the same spaCy model, ``analyze()`` one message at a time
 (analysis only; ours also replaces findings with pseudonym placeholders).
 Peak RSS is read with ``resource.getrusage`` after our redactor has run (that is what the redact
@@ -37,7 +37,7 @@ def peak_rss_mb() -> float:
 
 def load_messages() -> list[str]:
     msgs: list[str] = []
-    for name in ("cases.jsonl", "generated.jsonl"):
+    for name in ("cases.jsonl", "generated.jsonl", "holdout.jsonl"):
         p = ROOT / "tests" / "fixtures" / "pii" / name
         if p.exists():
             msgs.extend(json.loads(line)["text"] for line in p.read_text().splitlines() if line.strip())

@@ -231,7 +231,7 @@ class Redactor:
     ) -> None:
         from presidio_analyzer.nlp_engine import NlpArtifacts
 
-        from pipeline.recognizers import default_recognizers, entities_of
+        from pipeline.recognizers import COMMON_WORDS, default_recognizers, entities_of
 
         if not pseudonym_key:
             raise ValueError("pseudonym_key must not be empty")
@@ -245,6 +245,7 @@ class Redactor:
         self.spacy_model = spacy_model if self.ner_enabled else None
         self._nlp = nlp
         recs = default_recognizers(regex_timeout_s, ner=self.ner_enabled) + list(extra_recognizers)
+        self._name_words: frozenset[str] = COMMON_WORDS
         self.recognizers = recs
         self._entities = entities_of(recs)
         self.analyzer, self._engine = _build_analyzer(nlp, recs)
@@ -292,7 +293,7 @@ class Redactor:
             for r in raw:
                 s, e = (r.start, r.end) if flat is None else flat.to_original(r.start, r.end)
                 spans.append((s, e, r.entity_type, float(r.score)))
-            spans = self._sweep(text, spans, known)
+            spans = self._sweep(text, spans, known, self._name_words)
             results.append(self._apply(tenant, text, _merge(spans)))
         return results
 
@@ -313,14 +314,25 @@ class Redactor:
 
     @staticmethod
     def _sweep(
-        text: str, spans: list[tuple[int, int, str, float]], known: Sequence[tuple[str, str]]
+        text: str,
+        spans: list[tuple[int, int, str, float]],
+        known: Sequence[tuple[str, str]],
+        common_words: frozenset[str] = frozenset(),
     ) -> list[tuple[int, int, str, float]]:
-        """Redact every other literal occurrence of values already found (repeats, HTML attributes)."""
+        """Redact every other literal occurrence of values already found (repeats, HTML attributes).
+
+        Each word of a found name counts on its own too: "Priyanka and Dev will sign, Priyanka is
+        primary" loses the second "Priyanka".
+        """
         values: dict[str, tuple[str, float]] = {}
         for s, e, t, sc in spans:
             v = text[s:e]
             if len(v.strip()) >= 4 and "<" not in v:
                 values.setdefault(v.strip(), (t, sc))
+            if t == "PERSON":
+                for w in re.findall(r"[^\W\d_][\w'\-]*", v):
+                    if len(w) >= 3 and w.lower() not in common_words:
+                        values.setdefault(w, (t, sc))
         for t, v in known:
             if len(v.strip()) >= 3:
                 values.setdefault(v.strip(), (t, 0.9))

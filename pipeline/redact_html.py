@@ -11,8 +11,11 @@ import html
 import re
 from dataclasses import dataclass
 
-_HTML_HINT = re.compile(r"<(?:[a-zA-Z][a-zA-Z0-9]*\b[^<>]*|/[a-zA-Z][a-zA-Z0-9]*\s*|!--)>?", re.S)
-_TOKEN = re.compile(r"<!--.*?(?:-->|$)|<[a-zA-Z/!?][^<>]*>?|&(?:#\d{1,7}|#[xX][0-9a-fA-F]{1,6}|[a-zA-Z][a-zA-Z0-9]{1,31});", re.S)
+# A tag name must end at whitespace, "/", ">" or the end of the text, so "<pyu@example.com>" (an
+# address in angle brackets, as in a plain-text "From:" line) stays text and is scanned.
+_TAG_NAME = r"[a-zA-Z][a-zA-Z0-9:\-]*(?=[\s/>]|$)"
+_HTML_HINT = re.compile(rf"<(?:{_TAG_NAME}[^<>]*|/{_TAG_NAME}\s*|!--)>?", re.S)
+_TOKEN = re.compile(rf"<!--.*?(?:-->|$)|</?{_TAG_NAME}[^<>]*>?|<[!?][^<>]*>?|&(?:#\d{1,7}|#[xX][0-9a-fA-F]{1,6}|[a-zA-Z][a-zA-Z0-9]{1,31});", re.S)  # noqa: E501
 _ATTR = re.compile(r"([a-zA-Z_:][\w:.\-]*)\s*=\s*(?:\"([^\"]*)\"|'([^']*)'|([^\s\"'=<>`]+))")
 _ENTITY = re.compile(r"&(?:#\d{1,7}|#[xX][0-9a-fA-F]{1,6}|[a-zA-Z][a-zA-Z0-9]{1,31});")
 _BLOCK = re.compile(r"</?(?:p|div|br|li|ul|ol|tr|td|th|table|h[1-6]|blockquote|pre|hr|section|article|header|footer)\b", re.I)
