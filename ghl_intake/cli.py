@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 
-COMMAND_MODULES = ("service", "keys", "dlq", "stats", "audit", "redact", "demo")
+COMMAND_MODULES = ("service", "keys", "dlq", "stats", "audit", "redact", "demo", "users", "tenants", "gdpr")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,11 +5,17 @@ from __future__ import annotations
 import base64
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ghl_intake.settings import Settings, SettingsError, b64key, parse_master_keys
 from store.keyring import Keyring
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from store.crypto import EnvelopeCrypto
 
 
 @dataclass
@@ -53,3 +59,12 @@ def load(settings: Settings) -> KeyMaterial:
     pseudonym = b64key("INTAKE_PSEUDONYM_KEY", settings.pseudonym_key)
     signing = Ed25519PrivateKey.from_private_bytes(b64key("INTAKE_AUDIT_SIGNING_KEY", settings.audit_signing_key))
     return KeyMaterial(keyring=keyring, pseudonym_key=pseudonym, audit_signing_key=signing)
+
+
+def envelope_crypto(settings: Settings, redis: Redis, keyring: Keyring | None = None) -> EnvelopeCrypto:
+    """The data-key layer (``store.crypto``) over ``redis`` with the cache bounds from settings."""
+    from store.crypto import EnvelopeCrypto
+
+    kr = keyring if keyring is not None else load(settings).keyring
+    return EnvelopeCrypto(redis, kr, prefix=settings.key_prefix, cache_size=settings.data_key_cache_size,
+                          cache_ttl_s=settings.data_key_cache_ttl_s)

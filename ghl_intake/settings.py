@@ -93,6 +93,19 @@ class Settings:
     max_body_bytes: int = 1024 * 1024  # INTAKE_MAX_BODY_BYTES
     ghl_ed25519_public_keys: str = ""  # GHL_ED25519_PUBLIC_KEY: PEM text or path(s), ';'-separated
     retry_after_s: int = 60  # INTAKE_RETRY_AFTER_S: Retry-After sent with 429
+    ghl_legacy_rsa_enabled: bool = False  # GHL_LEGACY_RSA_ENABLED: accept legacy X-WH-Signature (RSA)
+    ghl_rsa_public_keys: str = ""  # GHL_RSA_PUBLIC_KEY: PEM text or path(s); default GHL's published key
+    replay_window_s: int = 72 * 3600  # INTAKE_REPLAY_WINDOW_S: max body timestamp age (unset: = dedup TTL; 0 off)
+    future_skew_s: int = 300  # INTAKE_FUTURE_SKEW_S: how far a body timestamp may be ahead of our clock
+    standard_webhooks_tolerance_s: int = 300  # INTAKE_STANDARD_WEBHOOKS_TOLERANCE_S: webhook-timestamp +-
+    failure_burst_threshold: int = 20  # INTAKE_FAILURE_BURST_THRESHOLD: failed verifications per client...
+    failure_burst_window_s: int = 300  # INTAKE_FAILURE_BURST_WINDOW_S: ...within this window = a burst
+    alert_webhook_url: str = ""  # INTAKE_ALERT_WEBHOOK_URL: POSTed once per burst ('' = off)
+    log_client_ip: bool = False  # INTAKE_LOG_CLIENT_IP: raw client IP in rejection logs/alerts (else pseudonym)
+    metrics_enabled: bool = True  # INTAKE_METRICS_ENABLED: GET /metrics
+    security_health_enabled: bool = True  # INTAKE_SECURITY_HEALTH_ENABLED: GET /health/security
+    ops_port: int = 0  # INTAKE_OPS_PORT: >0 serves /metrics and /health/security on this port only
+    ops_host: str = "127.0.0.1"  # INTAKE_OPS_HOST: bind address of the ops port
     # dedup
     dedup_ttl_s: int = 72 * 3600  # INTAKE_DEDUP_TTL_S
     # rate
@@ -106,18 +119,38 @@ class Settings:
     ready_stream_maxlen: int = 100_000  # INTAKE_READY_MAXLEN (approximate trim)
     # reliability
     stage_max_attempts: int = 8  # INTAKE_STAGE_MAX_ATTEMPTS: transient retries before dead-letter
-    stage_timeout_s: float = 20.0  # INTAKE_STAGE_TIMEOUT_S: own timeout per job (arq's is this + 10 s)
+    stage_timeout_s: float = 5.0  # INTAKE_STAGE_TIMEOUT_S: own timeout per job of dedup/rate/persist/audit
+    redact_timeout_s: float = 20.0  # INTAKE_REDACT_TIMEOUT_S: own timeout per redact job
+    shutdown_grace_s: int = 10  # INTAKE_SHUTDOWN_GRACE_S: SIGTERM waits this long for in-flight jobs
     retry_base_s: float = 0.5  # INTAKE_RETRY_BASE_S: first backoff, doubled per attempt, with jitter
     event_ttl_s: int = 7 * 24 * 3600  # INTAKE_EVENT_TTL_S: per-event working state
     worker_concurrency: int = 20  # INTAKE_WORKER_CONCURRENCY: arq max_jobs per stage process
+    poll_delay_s: float = 0.05  # INTAKE_POLL_DELAY_S: arq poll interval (caps a worker at max_jobs per poll)
+    # backpressure (ingress answers 429 + Retry-After)
+    bp_max_queue: int = 20_000  # INTAKE_BP_MAX_QUEUE: due jobs on any one stage queue
+    bp_max_age_s: float = 300.0  # INTAKE_BP_MAX_AGE_S: age of the oldest due job on any stage queue
+    bp_max_memory_ratio: float = 0.90  # INTAKE_BP_MAX_MEMORY_RATIO: used_memory / maxmemory
+    bp_cache_s: float = 0.5  # INTAKE_BP_CACHE_S: how long one backpressure reading is reused
     # audit
     audit_export_dir: str = ""  # INTAKE_AUDIT_EXPORT_DIR: JSONL export directory ('' = off)
     audit_checkpoint_every: int = 100  # INTAKE_AUDIT_CHECKPOINT_EVERY records
     audit_checkpoint_interval_s: int = 300  # INTAKE_AUDIT_CHECKPOINT_INTERVAL_S
+    # console (operator web UI + /api/v1)
+    console_enabled: bool = True  # INTAKE_CONSOLE_ENABLED: serve /console and /api/v1
+    console_port: int = 0  # INTAKE_CONSOLE_PORT: >0 = not in the ingress; `ghl-intake console` serves it there
+    session_idle_s: int = 1800  # INTAKE_SESSION_IDLE_S: console session idle expiry
+    session_max_s: int = 12 * 3600  # INTAKE_SESSION_MAX_S: console session absolute expiry
+    cookie_secure: str = "auto"  # INTAKE_COOKIE_SECURE: auto (Secure on https requests) | 1 | 0
+    login_max_failures: int = 5  # INTAKE_LOGIN_MAX_FAILURES: per user (x4 per address) before lockout
+    login_lockout_s: int = 900  # INTAKE_LOGIN_LOCKOUT_S: failure window and lockout duration
     # secrets (base64 text)
     master_keys: str = ""  # INTAKE_MASTER_KEYS: "k2:<b64>,k1:<b64>" newest first
     pseudonym_key: str = ""  # INTAKE_PSEUDONYM_KEY
     audit_signing_key: str = ""  # INTAKE_AUDIT_SIGNING_KEY: Ed25519 private key, 32 bytes raw
+    # envelope encryption (store/crypto.py)
+    data_key_cache_size: int = 10_000  # INTAKE_DATA_KEY_CACHE_SIZE: unwrapped data keys kept per process
+    data_key_cache_ttl_s: int = 300  # INTAKE_DATA_KEY_CACHE_TTL_S: how long one stays cached
+    tenant_encryption_key: str = ""  # TENANT_ENCRYPTION_KEY: Fernet key of the old system (tenants import)
     extra: dict[str, str] = field(default_factory=dict)
 
     ENV_NAMES = {
@@ -126,6 +159,19 @@ class Settings:
         "max_body_bytes": "INTAKE_MAX_BODY_BYTES",
         "ghl_ed25519_public_keys": "GHL_ED25519_PUBLIC_KEY",
         "retry_after_s": "INTAKE_RETRY_AFTER_S",
+        "ghl_legacy_rsa_enabled": "GHL_LEGACY_RSA_ENABLED",
+        "ghl_rsa_public_keys": "GHL_RSA_PUBLIC_KEY",
+        "replay_window_s": "INTAKE_REPLAY_WINDOW_S",
+        "future_skew_s": "INTAKE_FUTURE_SKEW_S",
+        "standard_webhooks_tolerance_s": "INTAKE_STANDARD_WEBHOOKS_TOLERANCE_S",
+        "failure_burst_threshold": "INTAKE_FAILURE_BURST_THRESHOLD",
+        "failure_burst_window_s": "INTAKE_FAILURE_BURST_WINDOW_S",
+        "alert_webhook_url": "INTAKE_ALERT_WEBHOOK_URL",
+        "log_client_ip": "INTAKE_LOG_CLIENT_IP",
+        "metrics_enabled": "INTAKE_METRICS_ENABLED",
+        "security_health_enabled": "INTAKE_SECURITY_HEALTH_ENABLED",
+        "ops_port": "INTAKE_OPS_PORT",
+        "ops_host": "INTAKE_OPS_HOST",
         "dedup_ttl_s": "INTAKE_DEDUP_TTL_S",
         "default_tier": "INTAKE_DEFAULT_TIER",
         "pii_spacy_model": "PII_SPACY_MODEL",
@@ -135,15 +181,32 @@ class Settings:
         "ready_stream_maxlen": "INTAKE_READY_MAXLEN",
         "stage_max_attempts": "INTAKE_STAGE_MAX_ATTEMPTS",
         "stage_timeout_s": "INTAKE_STAGE_TIMEOUT_S",
+        "redact_timeout_s": "INTAKE_REDACT_TIMEOUT_S",
+        "shutdown_grace_s": "INTAKE_SHUTDOWN_GRACE_S",
+        "bp_max_queue": "INTAKE_BP_MAX_QUEUE",
+        "bp_max_age_s": "INTAKE_BP_MAX_AGE_S",
+        "bp_max_memory_ratio": "INTAKE_BP_MAX_MEMORY_RATIO",
+        "bp_cache_s": "INTAKE_BP_CACHE_S",
         "retry_base_s": "INTAKE_RETRY_BASE_S",
         "event_ttl_s": "INTAKE_EVENT_TTL_S",
         "worker_concurrency": "INTAKE_WORKER_CONCURRENCY",
+        "poll_delay_s": "INTAKE_POLL_DELAY_S",
         "audit_export_dir": "INTAKE_AUDIT_EXPORT_DIR",
         "audit_checkpoint_every": "INTAKE_AUDIT_CHECKPOINT_EVERY",
         "audit_checkpoint_interval_s": "INTAKE_AUDIT_CHECKPOINT_INTERVAL_S",
+        "console_enabled": "INTAKE_CONSOLE_ENABLED",
+        "console_port": "INTAKE_CONSOLE_PORT",
+        "session_idle_s": "INTAKE_SESSION_IDLE_S",
+        "session_max_s": "INTAKE_SESSION_MAX_S",
+        "cookie_secure": "INTAKE_COOKIE_SECURE",
+        "login_max_failures": "INTAKE_LOGIN_MAX_FAILURES",
+        "login_lockout_s": "INTAKE_LOGIN_LOCKOUT_S",
         "master_keys": "INTAKE_MASTER_KEYS",
         "pseudonym_key": "INTAKE_PSEUDONYM_KEY",
         "audit_signing_key": "INTAKE_AUDIT_SIGNING_KEY",
+        "data_key_cache_size": "INTAKE_DATA_KEY_CACHE_SIZE",
+        "data_key_cache_ttl_s": "INTAKE_DATA_KEY_CACHE_TTL_S",
+        "tenant_encryption_key": "TENANT_ENCRYPTION_KEY",
     }
 
     @classmethod
@@ -165,6 +228,8 @@ class Settings:
                 setattr(s, f.name, env.get(name, default))
         if s.default_tier not in TIERS:
             raise SettingsError(f"INTAKE_DEFAULT_TIER must be one of {', '.join(TIERS)}")
+        if not env.get("INTAKE_REPLAY_WINDOW_S"):
+            s.replay_window_s = s.dedup_ttl_s  # the replay window follows the dedup TTL unless set
         if s.max_body_bytes < 1024:
             raise SettingsError("INTAKE_MAX_BODY_BYTES must be at least 1024")
         s.extra = env

@@ -7,6 +7,7 @@ the same atomic step, so a stage re-run (arq runs jobs at least once) has no sec
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -61,7 +62,7 @@ return 1
 
 class PipelineState:
     def __init__(self, redis: Redis, settings: Settings) -> None:
-        self.r = redis
+        self.r: Any = redis
         self.s = settings
         self._rate = redis.register_script(_RATE_LUA)
         self._outcome = redis.register_script(_OUTCOME_LUA)

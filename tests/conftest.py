@@ -76,9 +76,8 @@ async def fake_pool() -> AsyncIterator[object]:
     import fakeredis
     from arq.connections import ArqRedis
 
-    from workers.base import job_deserializer, job_serializer
-
     from ghl_intake.embedded import _quiet_arq_redis_info
+    from workers.base import job_deserializer, job_serializer
 
     _quiet_arq_redis_info()
     fake = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())

@@ -7,16 +7,18 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from arq.cron import cron
+
 from ghl_intake import keys
 from ghl_intake.settings import Settings
 from pipeline import stages
-from pipeline.models import AuditJob
+from pipeline.models import AuditJob, unpack
 from pipeline.stages import Deps, Handoff
 from store.audit import AuditStore
 from store.context import ContextStore
 from store.dlq import DeadLetterStore
 from store.state import PipelineState
-from workers.base import run_stage, worker_settings
+from workers.base import AUDIT_STEP_ORDER, audit_buffer_key, run_stage, worker_settings
 
 log = logging.getLogger("ghl_intake.worker")
 
@@ -38,12 +40,14 @@ def build_ctx(ctx: dict[str, Any], settings: Settings, stage: str) -> None:
                             max_field_chars=settings.pii_max_field_chars)
     contexts = None
     if stage == "persist":
-        contexts = ContextStore(redis, km.keyring, prefix=settings.key_prefix, ttl_s=settings.context_ttl_s)
+        contexts = ContextStore(redis, keys.envelope_crypto(settings, redis, km.keyring), prefix=settings.key_prefix,
+                                ttl_s=settings.context_ttl_s)
     if stage == "audit":
         export = Path(settings.audit_export_dir) if settings.audit_export_dir else None
         ctx["audit"] = AuditStore(redis, prefix=settings.key_prefix, signing_key=km.audit_signing_key,
                                   export_dir=export, checkpoint_every=settings.audit_checkpoint_every,
-                                  checkpoint_interval_s=settings.audit_checkpoint_interval_s)
+                                  checkpoint_interval_s=settings.audit_checkpoint_interval_s,
+                                  dedicated_connection=True)
     ctx["deps"] = Deps(sealer=km.keyring, pseudonym_key=km.pseudonym_key, state=state, contexts=contexts,
                        redactor=redactor, context_max_items=settings.context_max_items)
 
@@ -65,9 +69,22 @@ async def _persist(job: Any, ctx: dict[str, Any]) -> Handoff:
 
 
 async def _audit(job: AuditJob, ctx: dict[str, Any]) -> None:
-    await ctx["audit"].append(job.tenant, event_id=job.event_id, stage=job.stage, outcome=job.outcome,
-                              actor=job.actor, contact=job.contact or None, counts=dict(job.counts),
-                              detail=dict(job.detail))
+    """Append the event's buffered step records (see ``workers.base.AUDIT_STEP_ORDER``), then this one.
+
+    Appends are idempotent per (event, stage, outcome), so a re-run, or two audit jobs of one event
+    draining the same buffer, write each record once.
+    """
+    redis = ctx["redis"]
+    buf_key = audit_buffer_key(ctx["settings"], job.event_id)
+    raw = await redis.hgetall(buf_key)
+    steps = sorted((unpack(v, AuditJob) for v in raw.values()),
+                   key=lambda a: (AUDIT_STEP_ORDER.get(a.stage, 9), a.outcome))
+    for rec in [*steps, job]:
+        await ctx["audit"].append(rec.tenant, event_id=rec.event_id, stage=rec.stage, outcome=rec.outcome,
+                                  actor=rec.actor, contact=rec.contact or None, counts=dict(rec.counts),
+                                  detail=dict(rec.detail))
+    if raw:
+        await redis.hdel(buf_key, *raw.keys())
 
 
 STAGE_FNS: dict[str, Callable[[Any, dict[str, Any]], Awaitable[Handoff | None]]] = {
@@ -87,8 +104,24 @@ def worker_kwargs(stage: str, settings: Settings | None = None) -> dict[str, Any
     async def handler(ctx: dict[str, Any], payload: bytes) -> str:
         return await run_stage(ctx, stage, STAGE_FNS[stage], payload)
 
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        if "audit" in ctx:
+            await ctx["audit"].aclose()
+
     handler.__qualname__ = handler.__name__ = stage
-    return worker_settings(stage, handler, startup, settings=settings)
+    kw = worker_settings(stage, handler, startup, shutdown, settings=settings)
+    if stage == "audit":
+        # signed checkpoints on time and when idle, and the JSONL export, every 5 s
+        # timeout = the stage's: arq's in-progress expiry (how long a SIGKILLed worker's jobs wait
+        # before another worker takes them) is the longest function timeout of the worker + 10 s
+        kw["cron_jobs"] = [cron(audit_tick, name="cron_audit_tick", second=set(range(0, 60, 5)),
+                                run_at_startup=True, timeout=kw["job_timeout"], keep_result=0, unique=True)]
+    return kw
+
+
+async def audit_tick(ctx: dict[str, Any]) -> int:
+    """Cron: checkpoints (every N records / M seconds / heartbeat) and the export catch-up."""
+    return len(await ctx["audit"].tick())
 
 
 def settings_class(stage: str) -> type:

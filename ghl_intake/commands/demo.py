@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import asyncio
 import socket
+import sys
 import time
 from typing import Any
 
@@ -13,7 +13,7 @@ import httpx
 import orjson
 
 from ghl_intake import keys
-from ghl_intake.demo_data import DEMO_TENANT, Webhook, fixture_webhooks, lead_webhooks
+from ghl_intake.demo_data import Webhook, fixture_webhooks, lead_webhooks
 from ghl_intake.runtime import warn
 from ghl_intake.settings import Settings
 from ghl_intake.signing import GhlSigner
@@ -33,6 +33,7 @@ async def run_demo(settings: Settings, *, resend: int = 4, quiet: bool = False) 
     from pipeline.parse import event_meta
     from store.audit import AuditStore
     from store.state import PipelineState
+    from store.tenants import TenantRegistry
 
     signer = GhlSigner()
     settings.ghl_ed25519_public_keys = signer.public_pem
@@ -41,15 +42,16 @@ async def run_demo(settings: Settings, *, resend: int = 4, quiet: bool = False) 
     started = time.monotonic()
     hooks: list[Webhook] = fixture_webhooks() + lead_webhooks()
     tenants = {event_meta(h.body)[0].tenant for h in hooks}
+    registry = TenantRegistry(pool, keys.envelope_crypto(settings, pool), prefix=settings.key_prefix)
     for t in tenants:  # the demo agency is on the enterprise plan, so nothing waits for a new minute
-        await pool.hset(settings.key("tenant", t), mapping={"tier": "enterprise"})
+        await registry.add(t, tier="enterprise")
     runner = StageRunner(settings, pool)
     runner.start()
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(build_app(settings, pool), host="127.0.0.1", port=port,
                                            log_level="warning", access_log=False, lifespan="off"))
     serve_task = asyncio.create_task(server.serve())
-    while not server.started:
+    while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
         await asyncio.sleep(0.02)
     results: list[dict[str, Any]] = []
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:

@@ -19,10 +19,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
         raise SettingsError("stats needs REDIS_URL")
 
+    from ghl_intake import keys
+
+    keyring = keys.load(settings).keyring if not settings.missing_keys() else None
+
     async def go() -> dict[str, Any]:
         pool = make_pool(settings)
         try:
-            return await stats(pool, settings)
+            return await stats(pool, settings, keyring)
         finally:
             await pool.aclose()
 
@@ -32,6 +36,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
     else:
         print("queues:   " + "  ".join(f"{k}={v}" for k, v in data["queues"].items()))
         print("outcomes: " + "  ".join(f"{k}={v}" for k, v in data["outcomes"].items()))
+        if data.get("backpressure"):
+            print("429s:     " + "  ".join(f"{k}={v}" for k, v in data["backpressure"].items()))
+        if "dead_letters" in data:
+            print(f"dead letters waiting: {data['dead_letters']['dead']}")
     return 0
 
 

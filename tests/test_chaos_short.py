@@ -1,0 +1,29 @@
+"""The short chaos run in CI: real processes from the Procfile, a worker SIGKILLed every few seconds,
+Redis killed and restarted once (AOF), a few hundred events; nothing lost, nothing applied twice."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from benchmarks.chaos import ok, run_chaos
+
+
+@pytest.mark.slow
+async def test_short_chaos_run_loses_nothing_and_applies_nothing_twice() -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip("needs the redis-server binary")
+    report = await run_chaos(300, workers_per_stage=2, kill_every_s=2.5, redis_restarts=1, over_budget=70,
+                             quiet_timeout_s=150, seed=7)
+    assert report["accepted"] == 300 and report["ingress_failures"] == 0, report
+    assert report["lost"] == 0, report
+    assert report["double_applied"] == 0, report
+    assert report["audit_ok"] and report["quiet"], report
+    assert report["redis_restarts"] == 1 and sum(report["worker_kills"].values()) >= 1, report
+    # only the malformed sends (each re-send is its own event) are dead letters, all at dedup
+    assert report["dead_lettered"] == report["malformed_accepted"] == report["dlq_entries"], report
+    assert set(report["dlq_by_stage_reason"]) <= {"dedup/permanent"}, report
+    assert report["deferred_events"] > 0, report  # the over-budget tenant was delayed, not dropped
+    assert report["missing_in_context"] == report["missing_in_ready"] == report["missing_audit_record"] == 0
+    assert ok(report)

@@ -1,0 +1,275 @@
+"""Retry policy: transient → arq Retry with exponential backoff and jitter, permanent → dead letter at once,
+own timeouts shorter than arq's, and (with real worker processes) how fast a SIGKILLed worker's jobs
+come back and that SIGTERM releases in-flight jobs instead of stranding them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from arq import Retry
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ghl_intake.embedded import make_pool
+from ghl_intake.keys import generate_env
+from pipeline.models import AuditJob, pack
+from pipeline.retry import PermanentError, backoff_s
+from store.audit import AuditStore
+from store.dlq import DeadLetterStore
+from tests import test_reliability_support as support
+from tests.conftest import make_settings
+from workers import base
+from workers.stages import build_ctx, worker_kwargs
+
+private_redis_server = support.private_redis_server
+rel_redis_url = support.rel_redis_url
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@given(attempt=st.integers(1, 40), base_s=st.floats(0.01, 5.0), seed=st.integers(0, 2**32))
+def test_backoff_is_exponential_jittered_and_capped(attempt: int, base_s: float, seed: int) -> None:
+    d = backoff_s(attempt, base_s, cap_s=300.0, rng=random.Random(seed))
+    high = min(300.0, base_s * 2 ** (attempt - 1))
+    assert min(base_s, high) <= d <= high
+
+
+def test_backoff_spreads_retries() -> None:
+    rng = random.Random(1)
+    draws = {round(backoff_s(5, 0.5, rng=rng), 3) for _ in range(50)}
+    assert len(draws) > 40  # jitter: a burst of failures does not retry in lockstep
+
+
+def test_worker_timeouts_are_short_and_ordered() -> None:
+    s = make_settings()
+    for stage in ("dedup", "rate", "persist", "audit", "redact"):
+        kw = worker_kwargs(stage, s)
+        own = base.stage_timeout_s(s, stage)
+        assert kw["job_timeout"] == own + base.ARQ_TIMEOUT_MARGIN_S  # arq's timeout never fires first
+        assert kw["functions"][0].timeout_s == kw["job_timeout"]
+        assert kw["functions"][0].max_tries == base.ARQ_MAX_TRIES
+        assert base.recovery_s(s, stage) == kw["job_timeout"] + 10
+        assert kw["job_completion_wait"] == s.shutdown_grace_s and kw["handle_signals"]
+    from ghl_intake.settings import Settings
+
+    defaults = Settings()
+    assert base.recovery_s(defaults, "dedup") == 17.0 and base.recovery_s(defaults, "redact") == 32.0
+
+
+@pytest.fixture
+async def ctx(rel_redis_url: str) -> Any:
+    settings = make_settings(rel_redis_url, stage_max_attempts=4, retry_base_s=0.2, stage_timeout_s=0.3)
+    pool = make_pool(settings)
+    c: dict[str, Any] = {"redis": pool}
+    build_ctx(c, settings, "rate")
+    yield c
+    await pool.aclose()
+
+
+def _job_payload() -> bytes:
+    from pipeline.models import StageJob
+
+    return pack(StageJob(event_id=uuid.uuid4().hex, tenant="locRetry", contact="", event_type="X", received_at=0.0,
+                         data=b"sealed"))
+
+
+async def test_transient_errors_retry_with_growing_backoff_then_dead_letter(ctx: dict[str, Any]) -> None:
+    payload = _job_payload()
+
+    async def flaky(job: Any, c: dict[str, Any]) -> Any:
+        raise ConnectionError("redis went away")
+
+    defers = []
+    for attempt in (1, 2, 3):
+        with pytest.raises(Retry) as ei:
+            await base.run_stage(dict(ctx, job_try=attempt, job_id="j"), "rate", flaky, payload)
+        defers.append(ei.value.defer_score / 1000)  # type: ignore[operator]
+        assert 0.2 <= defers[-1] <= 0.2 * 2 ** (attempt - 1) + 1e-6
+    assert await base.run_stage(dict(ctx, job_try=4, job_id="j"), "rate", flaky, payload) == "dead_lettered"
+    dlq = DeadLetterStore(ctx["redis"], ctx["dlq"].keyring, prefix=ctx["settings"].key_prefix)
+    [entry] = await dlq.list()
+    assert entry.reason == "retries_exhausted" and entry.error == "ConnectionError" and entry.attempts == 4
+
+
+async def test_own_timeout_is_transient(ctx: dict[str, Any]) -> None:
+    async def slow(job: Any, c: dict[str, Any]) -> Any:
+        await asyncio.sleep(5)
+
+    t0 = time.monotonic()
+    with pytest.raises(Retry):
+        await base.run_stage(dict(ctx, job_try=1, job_id="j"), "rate", slow, _job_payload())
+    assert time.monotonic() - t0 < 2
+
+
+async def test_contention_errors_are_transient(ctx: dict[str, Any]) -> None:
+    from store.context import ContextConflict
+
+    async def contended(job: Any, c: dict[str, Any]) -> Any:
+        raise ContextConflict("lost the CAS 50 times")
+
+    with pytest.raises(Retry):
+        await base.run_stage(dict(ctx, job_try=1, job_id="j"), "rate", contended, _job_payload())
+
+
+async def test_permanent_errors_dead_letter_at_once(ctx: dict[str, Any]) -> None:
+    async def bad(job: Any, c: dict[str, Any]) -> Any:
+        raise PermanentError("stage data does not decrypt: InvalidTag")
+
+    assert await base.run_stage(dict(ctx, job_try=1, job_id="j"), "rate", bad, _job_payload()) == "dead_lettered"
+    # an undecodable job payload is permanent too
+    assert await base.run_stage(dict(ctx, job_try=1, job_id="k"), "rate", bad, b"\xc1garbage") == "dead_lettered"
+    # two different undecodable payloads are two entries, not one overwritten
+    assert await base.run_stage(dict(ctx, job_try=1, job_id="m"), "rate", bad, b"\xc1other") == "dead_lettered"
+    dlq = DeadLetterStore(ctx["redis"], ctx["dlq"].keyring, prefix=ctx["settings"].key_prefix)
+    entries = await dlq.list()
+    assert {e.reason for e in entries} == {"permanent"} and len(entries) == 3
+    assert all(e.attempts == 1 for e in entries)
+
+
+async def test_unexpected_errors_are_permanent_not_lost(ctx: dict[str, Any]) -> None:
+    async def bug(job: Any, c: dict[str, Any]) -> Any:
+        raise KeyError("a bug")
+
+    assert await base.run_stage(dict(ctx, job_try=1, job_id="j"), "rate", bug, _job_payload()) == "dead_lettered"
+
+
+# --- real worker processes ---------------------------------------------------------------------------
+
+def _worker_env(url: str, prefix: str, keys: dict[str, str], **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(keys)
+    env.update({"REDIS_URL": url, "INTAKE_KEY_PREFIX": prefix, "PII_SPACY_MODEL": "none",
+                "INTAKE_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)})
+    env.update(extra)
+    return env
+
+
+def _start_worker(stage: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    arq = str(Path(sys.executable).parent / "arq")
+    with open(log, "ab") as out:
+        return subprocess.Popen([arq, f"workers.{stage}.WorkerSettings"], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+
+
+async def _fill_audit_queue(url: str, prefix: str, keys: dict[str, str], n: int) -> tuple[Any, Any, list[str]]:
+    settings = make_settings(url)
+    settings.key_prefix = prefix
+    for name, value in keys.items():
+        attr = {v: k for k, v in settings.ENV_NAMES.items()}[name]
+        setattr(settings, attr, value)
+    pool = make_pool(settings)
+    jobs = []
+    ids = []
+    for i in range(n):
+        job = AuditJob(tenant=f"locW{i % 5}", event_id=uuid.uuid4().hex, stage="persist", outcome="processed")
+        jobs.append(("audit", pack(job), base.audit_job_id(job), 0.0))
+        ids.append(job.event_id)
+    for i in range(0, n, 500):
+        await base.enqueue_jobs(pool, settings, jobs[i:i + 500])
+    return settings, pool, ids
+
+
+async def _wait_in_progress(pool: Any, timeout_s: float = 30) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        n = len(await pool.keys("arq:in-progress:*"))
+        if n:
+            return n
+        await asyncio.sleep(0.001)
+    raise AssertionError("worker never started a job")
+
+
+async def _wait_drained(pool: Any, settings: Any, timeout_s: float) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        left = await pool.zcard(base.queue_name(settings, "audit"))
+        if left == 0:
+            return time.monotonic() - t0
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"queue not drained in {timeout_s}s")
+
+
+async def _records(audit: AuditStore) -> int:
+    n = 0
+    for t in await audit.tenants():
+        n += len(await audit.records(t))
+    return n
+
+
+@pytest.mark.slow
+async def test_sigkilled_worker_jobs_come_back_after_in_progress_expiry(rel_redis_url: str, tmp_path: Path) -> None:
+    """SIGKILL a worker mid-backlog: its in-flight jobs wait for arq's in-progress key, then run once."""
+    keys = generate_env("w1")
+    prefix = f"w{uuid.uuid4().hex[:6]}"
+    settings, pool, ids = await _fill_audit_queue(rel_redis_url, prefix, keys, 3000)
+    env = _worker_env(rel_redis_url, prefix, keys, INTAKE_STAGE_TIMEOUT_S="1", INTAKE_WORKER_CONCURRENCY="20")
+    w1 = _start_worker("audit", env, tmp_path / "w1.log")
+    try:
+        await _wait_in_progress(pool)
+        await asyncio.sleep(0.3)
+        await _wait_in_progress(pool)  # kill while jobs are in flight
+        w1.send_signal(signal.SIGKILL)
+        w1.wait(10)
+        killed_at = time.monotonic()
+        stranded = {k async for k in pool.scan_iter(match="arq:in-progress:*", count=1000)}
+        assert stranded, "no job was in flight when the worker died"
+        w2 = _start_worker("audit", env, tmp_path / "w2.log")
+        try:
+            await _wait_drained(pool, settings, timeout_s=60)
+            recovered_in = time.monotonic() - killed_at
+        finally:
+            w2.send_signal(signal.SIGTERM)
+            w2.wait(30)
+        settings.stage_timeout_s = 1.0  # what the workers run with
+        expected = base.recovery_s(settings, "audit")  # 1 + 2 + 10 = 13 s
+        assert expected - 2 <= recovered_in <= expected + 6, recovered_in
+        audit = AuditStore(pool, prefix=prefix)
+        assert await _records(audit) == len(ids)  # every job ran, none twice
+        assert all(r.ok for r in await audit.verify())
+    finally:
+        if w1.poll() is None:
+            w1.kill()
+        await pool.aclose()
+
+
+@pytest.mark.slow
+async def test_sigterm_finishes_or_releases_in_flight_jobs(rel_redis_url: str, tmp_path: Path) -> None:
+    keys = generate_env("w1")
+    prefix = f"w{uuid.uuid4().hex[:6]}"
+    settings, pool, ids = await _fill_audit_queue(rel_redis_url, prefix, keys, 3000)
+    env = _worker_env(rel_redis_url, prefix, keys, INTAKE_STAGE_TIMEOUT_S="1", INTAKE_SHUTDOWN_GRACE_S="3")
+    w1 = _start_worker("audit", env, tmp_path / "w1.log")
+    try:
+        await _wait_in_progress(pool)
+        await asyncio.sleep(0.3)
+        w1.send_signal(signal.SIGTERM)
+        assert w1.wait(15) == 0
+        stopped_at = time.monotonic()
+        left = [k async for k in pool.scan_iter(match="arq:in-progress:*", count=1000)]
+        assert left == [], "SIGTERM left jobs marked in progress"
+        remaining = await pool.zcard(base.queue_name(settings, "audit"))
+        w2 = _start_worker("audit", env, tmp_path / "w2.log")
+        try:
+            await _wait_drained(pool, settings, timeout_s=60)
+            # no stranded job: the rest drains at full speed, without waiting for an in-progress expiry
+            settings.stage_timeout_s = 1.0
+            assert remaining == 0 or time.monotonic() - stopped_at < base.recovery_s(settings, "audit")
+        finally:
+            w2.send_signal(signal.SIGTERM)
+            w2.wait(30)
+        audit = AuditStore(pool, prefix=prefix)
+        assert await _records(audit) == len(ids)
+    finally:
+        if w1.poll() is None:
+            w1.kill()
+        await pool.aclose()
