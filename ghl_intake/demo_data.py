@@ -29,7 +29,8 @@ def _wire(obj: dict[str, Any], webhook_id: str) -> dict[str, Any]:
     """GHL's docs omit the wire fields; on the wire every marketplace webhook has them."""
     out = dict(obj)
     out.setdefault("webhookId", webhook_id)
-    out.setdefault("timestamp", datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+    # Sent now: a documented example's old send time would (rightly) fail the ingress replay window.
+    out["timestamp"] = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return out
 
 

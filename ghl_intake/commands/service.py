@@ -38,6 +38,9 @@ async def _serve(settings: Settings, host: str, port: int, with_workers: bool) -
         warn("REDIS_URL is not set: using an in-memory Redis (fakeredis); nothing survives this process.")
     pool = make_pool(settings)
     app = build_app(settings, pool)
+    from ingress.app import OpsServer
+
+    ops = OpsServer.start(app)  # /metrics and /health/security on INTAKE_OPS_PORT, when set
     runner = StageRunner(settings, pool) if with_workers else None
     if runner:
         runner.start()
@@ -46,6 +49,8 @@ async def _serve(settings: Settings, host: str, port: int, with_workers: bool) -
     try:
         await server.serve()
     finally:
+        if ops:
+            await ops.stop()
         if runner:
             await runner.stop()
         await pool.aclose()
