@@ -51,6 +51,7 @@ from typing import Any
 
 import httpx
 import msgspec
+import orjson
 from arq.connections import ArqRedis
 
 from ghl_intake import ops
@@ -423,40 +424,16 @@ class Chaos:
             counts = Counter(s or "missing" for s in statuses.values())
             lost = [eid for eid, s in statuses.items() if s not in {"processed", "duplicate", "dead_lettered"}]
             double: Counter[str] = Counter()
-            # each webhook processed at most once; a malformed one is never processed
-            per_hook: dict[int, list[str]] = {}
-            for eid, idx in acc.accepted.items():
-                per_hook.setdefault(idx, []).append(eid)
-            processed_by_tenant: Counter[str] = Counter()
-            processed_ids: set[str] = set()
-            for idx, eids in per_hook.items():
-                n_proc = sum(statuses[e] == "processed" for e in eids)
-                if n_proc > 1:
-                    double["webhook_processed_twice"] += n_proc - 1
-                if hooks[idx].malformed and n_proc:
-                    double["malformed_processed"] += n_proc
-                if not hooks[idx].malformed and n_proc == 0 and all(statuses[e] == "duplicate" for e in eids):
-                    double["webhook_only_duplicates"] += 1
-                for e in eids:
-                    if statuses[e] == "processed":
-                        processed_by_tenant[hooks[idx].tenant] += 1
-                        processed_ids.add(e)
-            # contexts: every processed message in its contact's context exactly once
-            ctx: dict[str, Any] = {"redis": pool}
-            build_ctx(ctx, settings, "persist")
-            contexts = ctx["deps"].contexts
-            missing_in_context = 0
-            by_contact: dict[tuple[str, str], set[str]] = {}
-            for eid in processed_ids:
-                h = hooks[acc.accepted[eid]]
-                by_contact.setdefault((h.tenant, h.contact), set()).add(eid)
-            for (tenant, contact), wanted in by_contact.items():
-                c = await contexts.get(tenant, contact)
-                seen = Counter(e.event_id for e in (c.entries if c else []))
-                double["context_appended_twice"] += sum(v - 1 for v in seen.values() if v > 1)
-                missing_in_context += len(wanted - set(seen))
-            # ready stream: each processed event once
+            # Ground truth is what the pipeline published, keyed by the webhook itself: an event can
+            # be accepted into Redis while its sender saw a 429 (the reply was lost when Redis went
+            # down); GHL then retries, and the retry must come out a duplicate. So "once" is counted
+            # per webhookId over every event in the ready stream, not per event the sender knows.
+            hook_by_wid: dict[str, int] = {}
+            for h in hooks:
+                if not h.malformed:
+                    hook_by_wid[orjson.loads(h.body)["webhookId"]] = h.idx
             ready: Counter[str] = Counter()
+            ready_hook: dict[str, int] = {}
             last = "-"
             while True:
                 batch = await pool.xrange(f"{PREFIX}:ready", min=last, max="+", count=5000)
@@ -465,10 +442,40 @@ class Chaos:
                 if not batch:
                     break
                 for _sid, fields in batch:
-                    ready[fields[b"event_id"].decode()] += 1
+                    eid = fields[b"event_id"].decode()
+                    ready[eid] += 1
+                    wid = orjson.loads(fields[b"event"]).get("webhookId")
+                    if wid in hook_by_wid:
+                        ready_hook[eid] = hook_by_wid[wid]
                 last = batch[-1][0].decode()
             double["ready_published_twice"] += sum(v - 1 for v in ready.values() if v > 1)
-            missing_in_ready = len(processed_ids - set(ready))
+            processed_per_hook = Counter(ready_hook.values())
+            double["webhook_processed_twice"] += sum(n - 1 for n in processed_per_hook.values() if n > 1)
+            answered = set(acc.accepted.values())
+            for idx in answered:
+                if hooks[idx].malformed:
+                    continue
+                if processed_per_hook[idx] == 0:  # accepted with a 200, never processed: lost
+                    lost.append(f"hook:{idx}")
+            double["malformed_processed"] += sum(1 for e in ready_hook if hooks[ready_hook[e]].malformed)
+            accepted_unanswered = sum(1 for e in ready_hook if e not in acc.accepted)
+            processed_by_tenant: Counter[str] = Counter(hooks[idx].tenant for idx in ready_hook.values())
+            processed_ids = set(ready_hook)
+            # contexts: every processed message in its contact's context exactly once
+            ctx: dict[str, Any] = {"redis": pool}
+            build_ctx(ctx, settings, "persist")
+            contexts = ctx["deps"].contexts
+            missing_in_context = 0
+            by_contact: dict[tuple[str, str], set[str]] = {}
+            for eid in processed_ids:
+                h = hooks[ready_hook[eid]]
+                by_contact.setdefault((h.tenant, h.contact), set()).add(eid)
+            for (tenant, contact), wanted in by_contact.items():
+                c = await contexts.get(tenant, contact)
+                seen = Counter(e.event_id for e in (c.entries if c else []))
+                double["context_appended_twice"] += sum(v - 1 for v in seen.values() if v > 1)
+                missing_in_context += len(wanted - set(seen))
+            missing_in_ready = sum(1 for e, st in statuses.items() if st == "processed" and e not in ready)
             # usage: counted once per processed event
             usage: Counter[str] = Counter()
             async for key in pool.scan_iter(match=f"{PREFIX}:rate:*:h:*", count=1000):
@@ -503,6 +510,7 @@ class Chaos:
                 "audit_ok": audit_ok, "audit_records": records, "audit_chains": len(reports),
                 "missing_in_context": missing_in_context, "missing_in_ready": missing_in_ready,
                 "missing_audit_record": missing_audit, "usage_under_counted": under_counted,
+                "accepted_while_sender_saw_429": accepted_unanswered,
                 "dlq_entries": dlq_entries, "dlq_by_stage_reason": dict(dlq_kinds),
                 "malformed_sent": sum(h.malformed for h in hooks), "malformed_accepted": malformed_accepted,
                 "over_budget_tenant_processed": processed_by_tenant["locOverBudget"],
