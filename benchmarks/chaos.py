@@ -434,6 +434,7 @@ class Chaos:
                     hook_by_wid[orjson.loads(h.body)["webhookId"]] = h.idx
             ready: Counter[str] = Counter()
             ready_hook: dict[str, int] = {}
+            unmapped_ready: list[str] = []  # published events whose webhookId matches no sent webhook
             last = "-"
             while True:
                 batch = await pool.xrange(f"{PREFIX}:ready", min=last, max="+", count=5000)
@@ -447,6 +448,8 @@ class Chaos:
                     wid = orjson.loads(fields[b"event"]).get("webhookId")
                     if wid in hook_by_wid:
                         ready_hook[eid] = hook_by_wid[wid]
+                    else:
+                        unmapped_ready.append(eid)
                 last = batch[-1][0].decode()
             double["ready_published_twice"] += sum(v - 1 for v in ready.values() if v > 1)
             processed_per_hook = Counter(ready_hook.values())
@@ -497,10 +500,12 @@ class Chaos:
             reports = await audit.verify()
             audit_ok = bool(reports) and all(r.ok for r in reports)
             dlq_entries = 0
+            dlq_unanswered = 0  # dead letters of events accepted while their sender saw a 429
             dlq_kinds: Counter[str] = Counter()
             async for key in pool.scan_iter(match=f"{PREFIX}:dlq:[0-9a-f]*", count=1000):
                 dlq_entries += 1
-                stage, reason = await pool.hmget(key, ["stage", "reason"])
+                stage, reason, dl_event = await pool.hmget(key, ["stage", "reason", "event_id"])
+                dlq_unanswered += (dl_event or b"").decode() not in acc.accepted
                 dlq_kinds[f"{(stage or b'?').decode()}/{(reason or b'?').decode()}"] += 1
             malformed_accepted = sum(1 for idx in acc.accepted.values() if hooks[idx].malformed)
             return {
@@ -510,7 +515,8 @@ class Chaos:
                 "audit_ok": audit_ok, "audit_records": records, "audit_chains": len(reports),
                 "missing_in_context": missing_in_context, "missing_in_ready": missing_in_ready,
                 "missing_audit_record": missing_audit, "usage_under_counted": under_counted,
-                "accepted_while_sender_saw_429": accepted_unanswered,
+                "accepted_while_sender_saw_429": accepted_unanswered, "dlq_entries_unanswered": dlq_unanswered,
+                "unmapped_ready": len(unmapped_ready), "lost_ids": lost[:20],
                 "dlq_entries": dlq_entries, "dlq_by_stage_reason": dict(dlq_kinds),
                 "malformed_sent": sum(h.malformed for h in hooks), "malformed_accepted": malformed_accepted,
                 "over_budget_tenant_processed": processed_by_tenant["locOverBudget"],

@@ -120,8 +120,19 @@ def _digits(value: str) -> int:
     return sum(ch.isdigit() for ch in value)
 
 
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_HEX_ID = re.compile(r"^(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{16,64}$")
+
+
 def _safe_id(value: str) -> bool:
-    """An opaque id: one token, no '@', not a run of digits that could be a phone/SSN/card."""
+    """An opaque id: one token, no '@', not a run of digits that could be a phone/SSN/card.
+
+    UUIDs (GHL's ``webhookId``) and hex ids (``_id``) are ids whatever digit runs they contain:
+    about one UUID in ten has seven digits in a row, and mangling it would break dedup and every
+    downstream reference to the event.
+    """
+    if _UUID.match(value) or _HEX_ID.match(value):
+        return True
     return bool(_ID_VALUE.match(value)) and not _LONG_DIGITS.search(value) and not (
         _digits(value) >= 7 and _PHONEISH.match(value)
     )

@@ -637,3 +637,23 @@ def test_importing_the_stage_module_does_not_load_spacy_or_presidio() -> None:
 def test_more_free_forms(red: Redactor, text: str, values: list[str]) -> None:
     out = red.redact_text("t", text).redacted
     assert_redacted(out, values)
+
+
+@pytest.mark.parametrize("value", [
+    "07fbf105-195f-407a-9d40-c5125550147f",  # a UUID whose last group holds a phone-like digit run
+    "1c38130b-c512-4555-8147-ab7e73669095",
+    "6578278e879ad2646715ba9c",  # a hex _id with seven digits in a row
+])
+@pytest.mark.parametrize("mode", ["red", "red_patterns"])
+def test_uuid_and_hex_ids_survive_whatever_digits_they_hold(request: pytest.FixtureRequest, mode: str,
+                                                            value: str) -> None:
+    redactor: Redactor = request.getfixturevalue(mode)
+    event = {"type": "InboundMessage", "locationId": "loc1", "webhookId": value, "_id": value,
+             "contactId": "cI08i1Bls3iTB9bKgFJh", "body": f"ref {value}"}
+    out, _counts = redactor.redact_event("loc1", event)
+    assert out["webhookId"] == value and out["_id"] == value
+
+
+def test_phone_in_an_id_field_is_still_redacted(red_patterns: Redactor) -> None:
+    out, _ = red_patterns.redact_event("loc1", {"type": "X", "contactId": "+1 512 555 0147"})
+    assert "555" not in json.dumps(out)
