@@ -176,7 +176,7 @@ def make_hooks(n_events: int, rng: random.Random, *, tenants: int = 20, over_bud
     n_dups = int(n_events * dup_ratio)
     n_unique = n_events - n_dups
     hooks: list[Hook] = []
-    over_idx = set(rng.sample(range(n_unique), min(over_budget, n_unique // 4)))
+    over_idx = set(rng.sample(range(n_unique), min(over_budget, n_unique // 2)))
     for i in range(n_unique):
         tenant = "locOverBudget" if i in over_idx else f"locChaos{rng.randrange(tenants):02d}"
         contact = f"ct{tenant[-2:]}{rng.randrange(10)}"

@@ -14,9 +14,7 @@ replayed event as the holder of its own key, so it is not taken for a duplicate 
 
 from __future__ import annotations
 
-import getpass
 import hashlib
-import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -26,6 +24,7 @@ from typing import Any
 import orjson
 from arq.connections import ArqRedis
 
+from ghl_intake.operator import operator_actor
 from ghl_intake.settings import Settings
 from pipeline.audit import SYSTEM_TENANT
 from pipeline.models import STAGES, AuditJob, Envelope, StageJob, pack, unpack
@@ -37,12 +36,8 @@ from workers.base import enqueue, job_type, queue_name
 
 
 def operator() -> str:
-    """``user@host`` of whoever runs the operator action."""
-    try:
-        user = getpass.getuser()
-    except Exception:
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
+    """``operator:user@host`` of whoever runs the operator action."""
+    return operator_actor()[0]
 
 
 @dataclass

@@ -60,6 +60,8 @@ async def dump_everything(pool: Any) -> bytes:
     async for key in pool.scan_iter(count=1000):
         out.append(key)
         kind = (await pool.type(key)).decode()
+        if kind == "none":  # expired between SCAN and TYPE (arq's cron job keys come and go)
+            continue
         if kind == "string":
             out.append(await pool.get(key) or b"")
         elif kind == "hash":

@@ -15,8 +15,8 @@ from benchmarks.chaos import ok, run_chaos
 async def test_short_chaos_run_loses_nothing_and_applies_nothing_twice() -> None:
     if shutil.which("redis-server") is None:
         pytest.skip("needs the redis-server binary")
-    report = await run_chaos(300, workers_per_stage=2, kill_every_s=2.5, redis_restarts=1, over_budget=70,
-                             quiet_timeout_s=150, seed=7)
+    report = await run_chaos(300, workers_per_stage=2, kill_every_s=2.5, redis_restarts=1, over_budget=125,
+                             quiet_timeout_s=240, seed=7)
     print(json.dumps(report, default=str))  # the whole report, shown by pytest when an assertion fails
     assert report["accepted"] == 300 and report["ingress_failures"] == 0, report
     assert report["lost"] == 0, report
@@ -29,6 +29,8 @@ async def test_short_chaos_run_loses_nothing_and_applies_nothing_twice() -> None
     assert report["dlq_entries"] == report["dead_lettered"] + report["dlq_entries_unanswered"], report
     assert report["unmapped_ready"] == 0, report  # every published event still carries its webhookId
     assert set(report["dlq_by_stage_reason"]) <= {"dedup/permanent"}, report
-    assert report["deferred_events"] > 0, report  # the over-budget tenant was delayed, not dropped
+    # the over-budget tenant (125 events in a few seconds: more than two 60/min windows can take,
+    # wherever the sends fall against the minute boundary) was delayed, not dropped
+    assert report["deferred_events"] > 0, report
     assert report["missing_in_context"] == report["missing_in_ready"] == report["missing_audit_record"] == 0
     assert ok(report)

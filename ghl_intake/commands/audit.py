@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
-import os
-import socket
 import sys
 import uuid
 from collections.abc import Sequence
@@ -19,6 +16,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from ghl_intake.operator import operator_actor
 from ghl_intake.settings import Settings, SettingsError
 from pipeline.audit import ChainReport, public_key_from_pem, verify_export_lines
 from store.audit import SYSTEM_TENANT, AuditStore, load_signing_key, public_key_pem
@@ -111,22 +109,8 @@ def _split_pem(text: str) -> list[str]:
     return out
 
 
-def _operator() -> tuple[str, dict[str, str]]:
-    """Who runs the command and from where, for the system chain."""
-    try:
-        user = getpass.getuser()
-    except Exception:  # no passwd entry in some containers
-        user = "unknown"
-    host = socket.gethostname()
-    detail = {"host": host, "pid": str(os.getpid())}
-    ssh = os.environ.get("SSH_CLIENT") or os.environ.get("SSH_CONNECTION")
-    if ssh:
-        detail["remote"] = ssh.split()[0]
-    return f"operator:{user}@{host}", detail
-
-
 async def _audit_operator(store: AuditStore, action: str, extra: dict[str, str]) -> None:
-    actor, detail = _operator()
+    actor, detail = operator_actor()
     await store.append(SYSTEM_TENANT, event_id=f"op-{uuid.uuid4().hex}", stage="operator", outcome=action,
                        actor=actor, detail={**detail, **extra})
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ghl_intake import keys
-from ghl_intake.commands.keys import audit_operator
+from ghl_intake.operator import audit_operator
 from ghl_intake.settings import Settings
 from store.gdpr import Gdpr
 from store.tenants import validate_tenant

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ghl_intake import keys
-from ghl_intake.commands.keys import audit_operator
+from ghl_intake.operator import audit_operator
 from ghl_intake.settings import Settings
 from store.tenants import CREDENTIALS, SCHEMES, TIERS, Tenant, TenantRegistry
 

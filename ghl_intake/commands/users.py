@@ -9,33 +9,25 @@ import argparse
 import asyncio
 import getpass
 import json
-import os
-import socket
 import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ghl_intake.operator import operator_actor
 from ghl_intake.runtime import redis_from_settings
 from ghl_intake.settings import Settings
 from store.users import UserError, UserStore, parse_tenants, validate_password
 
 
-def _operator() -> str:
-    try:
-        who = getpass.getuser()
-    except Exception:  # no passwd entry in some containers
-        who = "unknown"
-    return f"operator:{who}@{socket.gethostname()}"
-
-
 async def _audit(settings: Settings, redis: Any, action: str, detail: dict[str, str]) -> None:
     from store.audit import SYSTEM_TENANT, AuditStore, load_signing_key
 
+    actor, where = operator_actor()
     store = AuditStore(redis, prefix=settings.key_prefix, signing_key=load_signing_key(settings))
     await store.append(SYSTEM_TENANT, event_id=f"op-{uuid.uuid4().hex}", stage="operator", outcome=action,
-                       actor=_operator(), detail={"host": socket.gethostname(), "pid": str(os.getpid()), **detail})
+                       actor=actor, detail={**where, **detail})
 
 
 def _run(fn: Callable[[UserStore, Settings, Any], Awaitable[int]]) -> int:
