@@ -182,13 +182,7 @@ async def audit_verify(request: Request) -> Response:
     deps = deps_of(request)
     user = request.state.user
     body = await _json_body(request)
-    tenant = _param(request, body, "tenant")
-    if tenant:
-        tenants = [require_tenant(user, tenant)]
-    else:
-        tenants = await data.visible_tenants(deps, user)
-        if user.can("system.view"):
-            tenants = [data.SYSTEM_TENANT, *tenants]
+    tenants = await data.chains_to_verify(deps, user, _param(request, body, "tenant"))
     results = await data.verify_now(deps, tenants, user.name)
     bad = [r["tenant"] for r in results if not r["ok"]]
     await audit_action(deps, request, user, "audit_verify",

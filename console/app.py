@@ -243,9 +243,7 @@ async def dead_letter_purge(request: Request) -> Response:
 async def audit_page(request: Request) -> Response:
     deps = deps_of(request)
     user = request.state.session.user
-    tenants = await data.visible_tenants(deps, user)
-    if user.can("system.view"):
-        tenants = [data.SYSTEM_TENANT, *tenants]
+    tenants = await data.visible_chains(deps, user)
     return await render(request, "audit.html", {"chains": await data.audit_status(deps, tenants),
                                                 "results": None})
 
@@ -254,20 +252,12 @@ async def audit_page(request: Request) -> Response:
 async def audit_verify(request: Request) -> Response:
     deps = deps_of(request)
     user = request.state.session.user
-    tenant = request.state.form.get("tenant", "")
-    if tenant:
-        tenants = [require_tenant(user, tenant)]
-    else:
-        tenants = await data.visible_tenants(deps, user)
-        if user.can("system.view"):
-            tenants = [data.SYSTEM_TENANT, *tenants]
+    tenants = await data.chains_to_verify(deps, user, request.state.form.get("tenant", ""))
     results = await data.verify_now(deps, tenants, user.name)
     bad = [r["tenant"] for r in results if not r["ok"]]
     await audit_action(deps, request, user, "audit_verify",
                        {"tenants": ",".join(tenants)[:400], "failed": ",".join(bad)[:400]}, via="web")
-    all_tenants = await data.visible_tenants(deps, user)
-    if user.can("system.view"):
-        all_tenants = [data.SYSTEM_TENANT, *all_tenants]
+    all_tenants = await data.visible_chains(deps, user)
     return await render(request, "audit.html", {"chains": await data.audit_status(deps, all_tenants),
                                                 "results": results})
 

@@ -16,7 +16,7 @@ from store.audit import SYSTEM_TENANT
 from store.dlq import DeadLetter, DeadLetterStore
 from store.users import User
 
-from .auth import ConsoleDeps
+from .auth import ConsoleDeps, require_tenant
 
 OUTCOMES = ("processed", "duplicate", "deferred", "dead_lettered")
 SERIES_MAX_RECORDS = 50_000  # at most this many newest audit records are read per tenant for the chart
@@ -45,6 +45,17 @@ async def visible_tenants(deps: ConsoleDeps, user: User) -> list[str]:
     if user.all_tenants:
         return user.visible(await known_tenants(deps))
     return list(user.tenants)
+
+
+async def visible_chains(deps: ConsoleDeps, user: User) -> list[str]:
+    """The audit chains the user may see: their tenants, and the system chain for those allowed."""
+    tenants = await visible_tenants(deps, user)
+    return [SYSTEM_TENANT, *tenants] if user.can("system.view") else tenants
+
+
+async def chains_to_verify(deps: ConsoleDeps, user: User, tenant: str) -> list[str]:
+    """One tenant's chain (checked against the user's scope), or every chain the user may see."""
+    return [require_tenant(user, tenant)] if tenant else await visible_chains(deps, user)
 
 
 @dataclass
