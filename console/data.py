@@ -13,7 +13,7 @@ from typing import Any
 from ghl_intake.settings import Settings
 from pipeline.models import STAGES
 from store.audit import SYSTEM_TENANT
-from store.dlq import DeadLetter, DeadLetterStore
+from store.dlq import DeadLetter, DeadLetterStore, is_entry_id
 from store.users import User
 
 from .auth import ConsoleDeps, require_tenant
@@ -50,7 +50,7 @@ async def visible_tenants(deps: ConsoleDeps, user: User) -> list[str]:
 async def visible_chains(deps: ConsoleDeps, user: User) -> list[str]:
     """The audit chains the user may see: their tenants, and the system chain for those allowed."""
     tenants = await visible_tenants(deps, user)
-    return [SYSTEM_TENANT, *tenants] if user.can("system.view") else tenants
+    return [SYSTEM_TENANT, *tenants] if user.sees(SYSTEM_TENANT) else tenants
 
 
 async def chains_to_verify(deps: ConsoleDeps, user: User, tenant: str) -> list[str]:
@@ -160,7 +160,7 @@ async def dead_letters(deps: ConsoleDeps, user: User, *, tenant: str = "", stage
 
 async def dead_letter(deps: ConsoleDeps, user: User, dlq_id: str) -> DeadLetter | None:
     """The entry when it exists and the user may see its tenant; None otherwise (no existence oracle)."""
-    if not dlq_id.isalnum() or len(dlq_id) > 64:
+    if not is_entry_id(dlq_id):
         return None
     entry = await dlq_store(deps).get(dlq_id)
     if entry is None or not user.sees(entry.tenant):

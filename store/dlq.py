@@ -73,6 +73,14 @@ def entry_id(event_id: str, stage: str) -> str:
     return hashlib.sha256(f"{event_id}\x1f{stage}".encode()).hexdigest()[:16]
 
 
+ENTRY_ID_CHARS = frozenset("0123456789abcdef")
+
+
+def is_entry_id(dlq_id: str) -> bool:
+    """The shape ``entry_id`` makes (16 lower-case hex): anything else, ``idx`` included, names no entry."""
+    return len(dlq_id) == 16 and ENTRY_ID_CHARS.issuperset(dlq_id)
+
+
 def _s(v: bytes | str | None) -> str:
     if v is None:
         return ""
@@ -117,10 +125,14 @@ class DeadLetterStore:
         )
 
     async def get(self, dlq_id: str) -> DeadLetter | None:
+        if not is_entry_id(dlq_id):
+            return None
         r: Any = self.r
         return self._entry(await r.hmget(self.key(dlq_id), list(_FIELDS)))
 
     async def job(self, dlq_id: str) -> bytes:
+        if not is_entry_id(dlq_id):
+            raise KeyError(dlq_id)
         r: Any = self.r
         blob = await r.hget(self.key(dlq_id), "job")
         if blob is None:
@@ -154,6 +166,8 @@ class DeadLetterStore:
 
     async def claim_replay(self, dlq_id: str, n: int) -> int:
         """Mark the entry replayed as replay number ``n``; 0 when it is not dead or ``n`` is stale."""
+        if not is_entry_id(dlq_id):
+            return 0
         r: Any = self._claim
         return int(await r(keys=[self.key(dlq_id)], args=[time.time(), n]))
 
@@ -170,6 +184,8 @@ class DeadLetterStore:
         return {"by_stage": by_stage, "by_reason": by_reason}
 
     async def purge(self, dlq_id: str) -> bool:
+        if not is_entry_id(dlq_id):  # never the index key itself
+            return False
         r: Any = self.r
         async with r.pipeline(transaction=True) as pipe:
             pipe.delete(self.key(dlq_id))

@@ -8,10 +8,10 @@ Key layout (``P`` = ``{prefix}:console``)::
     P:token:{sha256}        STRING  user name of an API token (only the SHA-256 of the token is stored)
     P:tokens:{name}         SET     token hashes of a user (revocation)
     P:sess:{sha256}         HASH    user, gen, csrf, created, seen (TTL = idle timeout, slid on use)
-    P:fail:user:{name}      STRING  failed logins in the current window (TTL = lockout window)
-    P:fail:addr:{addr}      STRING  same, per client address
-    P:lock:user:{name}      STRING  present while the user is locked out
-    P:lock:addr:{addr}      STRING  present while the address is locked out
+    P:fail:user:{h(name)}   STRING  failed logins in the current window (TTL = lockout window)
+    P:fail:addr:{h(addr)}   STRING  same, per client address (h = SHA-256 hex, first 32)
+    P:lock:user:{h(name)}   STRING  present while the user is locked out
+    P:lock:addr:{h(addr)}   STRING  present while the address is locked out
 
 Passwords are hashed with argon2id (argon2-cffi's defaults). API tokens and session ids are
 random 256-bit values: a plain SHA-256 is enough to keep them unusable from a Redis dump.
@@ -131,11 +131,14 @@ class User:
         return not self.disabled and permission in PERMISSIONS.get(self.role, frozenset())
 
     def sees(self, tenant: str) -> bool:
-        """May this user see/act on ``tenant``'s data? The system chain needs ``system.view``."""
+        """May this user see/act on ``tenant``'s data?
+
+        The system chain needs ``system.view`` and every tenant: its records (replays, purges, GDPR
+        requests, user changes) name any tenant, so an admin limited to some tenants does not see it."""
         if self.disabled or not tenant:
             return False
         if tenant.startswith("_") and tenant != "_unknown":
-            return self.can("system.view")
+            return self.can("system.view") and self.all_tenants
         return self.all_tenants or tenant in self.tenants
 
     def visible(self, tenants: list[str]) -> list[str]:
@@ -341,7 +344,9 @@ class LoginThrottle:
 
     A user is locked after ``max_failures`` failures within ``lockout_s``; an address after
     ``4 * max_failures`` (several people can share one address). While locked, even a right password
-    is refused. Names are only counted for users that exist, so typos cannot fill Redis.
+    is refused. Every well-formed name is counted, whether or not such a user exists, so the lockout
+    answer (429) does not tell an attacker which names are real; the counters expire with the window
+    and the per-address limit bounds how many names one address can make Redis hold.
     """
 
     ADDRESS_FACTOR = 4
@@ -353,7 +358,7 @@ class LoginThrottle:
         self.lockout_s = max(1, lockout_s)
 
     def _k(self, kind: str, scope: str, ident: str) -> str:
-        return self.users.key(kind, scope, sha256_hex(ident)[:32] if scope == "addr" else ident)
+        return self.users.key(kind, scope, sha256_hex(ident)[:32])  # typed names and addresses stay out of keys
 
     async def locked(self, name: str, addr: str) -> ThrottleState:
         if await self.r.exists(self._k("lock", "addr", addr)):
@@ -378,7 +383,7 @@ class LoginThrottle:
         n_addr, addr_locked = await self._bump("addr", addr, self.max_failures * self.ADDRESS_FACTOR)
         if addr_locked:
             return ThrottleState(True, True, "address", n_addr)
-        if user_exists:
+        if user_exists or _NAME_RE.match(name or ""):
             n_user, user_locked = await self._bump("user", name, self.max_failures)
             if user_locked:
                 return ThrottleState(True, True, "user", n_user)

@@ -170,6 +170,16 @@ async def test_lockout_per_address(env: Env) -> None:
     assert recs[0].actor == "console:unknown-user"
 
 
+async def test_lockout_does_not_tell_real_names_from_unknown_ones(env: Env) -> None:
+    # a real user and a name that does not exist lock after the same number of failures
+    async with env.client() as c:
+        real = [(await login(c, "opa", "not the password")).status_code for _ in range(3)]
+        ghost = [(await login(c, "nobody-here", "not the password")).status_code for _ in range(3)]
+    assert real == ghost == [401, 401, 429]
+    keys = [k.decode() async for k in env.redis.scan_iter(match=f"{env.deps.settings.key_prefix}:*")]
+    assert not any("nobody-here" in k or ":opa" in k for k in keys if ":lock:" in k or ":fail:" in k)
+
+
 async def test_idle_and_absolute_expiry(env: Env) -> None:
     sessions = env.deps.sessions
     user = await env.deps.users.get("opa")
@@ -260,6 +270,42 @@ async def test_operator_sees_only_their_tenant(env: Env) -> None:
     entry = await DeadLetterStore(env.redis, env.deps.keyring, prefix=env.deps.settings.key_prefix).get(
         env.seeded.dlq_b)
     assert entry is not None and entry.state == "dead"
+
+
+async def test_admin_with_a_tenant_list_does_not_see_the_system_chain(env: Env) -> None:
+    # the system chain names every tenant (replays, purges, GDPR requests): only admins with '*'
+    await env.deps.users.add("adma", "admin", (TENANT_A,), PASSWORD)
+    token = await env.deps.users.new_token("adma")
+    async with env.client() as c:
+        await login(c, "root")
+        home = await c.get("/console/")
+        r = await c.post(f"/console/dead-letters/{env.seeded.dlq_b}/replay", data={"csrf": _csrf(home.text)})
+        assert r.status_code in (200, 303)
+    assert any(TENANT_B in str(rec.detail) for rec in await system_records(env))
+    h = {"Authorization": f"Bearer {token}"}
+    async with env.client() as c:
+        assert (await c.get(f"/api/v1/audit/export?tenant={SYSTEM_TENANT}", headers=h)).status_code == 403
+        assert (await c.get(f"/api/v1/audit/export?tenant={TENANT_A}", headers=h)).status_code == 200
+        assert (await c.get(f"/api/v1/stats?tenant={TENANT_B}", headers=h)).status_code == 403
+        await login(c, "adma")
+        audit = await c.get("/console/audit")
+        assert audit.status_code == 200 and TENANT_A in audit.text and SYSTEM_TENANT not in audit.text
+        assert (await c.get(f"/console/audit/export?tenant={SYSTEM_TENANT}")).status_code == 403
+
+
+@pytest.mark.parametrize("bad_id", ["idx", "IDX", "0123456789ABCDEF", "0123456789abcde", "../idx", "x" * 64])
+async def test_dead_letter_ids_that_are_not_entries_are_404_and_touch_nothing(env: Env, bad_id: str) -> None:
+    index = f"{env.deps.settings.key_prefix}:dlq:idx"
+    before = await env.redis.zcard(index)
+    async with env.client() as c:
+        h = bearer(env, "root")
+        assert (await c.get(f"/api/v1/dead-letters/{bad_id}", headers=h)).status_code == 404
+        assert (await c.post(f"/api/v1/dead-letters/{bad_id}/purge", headers=h)).status_code == 404
+        assert (await c.delete(f"/api/v1/dead-letters/{bad_id}", headers=h)).status_code == 404
+        assert (await c.post(f"/api/v1/dead-letters/{bad_id}/replay", headers=h)).status_code == 404
+        await login(c, "root")
+        assert (await c.get(f"/console/dead-letters/{bad_id}")).status_code == 404
+    assert await env.redis.zcard(index) == before == 2
 
 
 async def test_analyst_is_read_only(env: Env) -> None:
