@@ -4,9 +4,11 @@
 (:mod:`pipeline.recognizers`) and, when available, a spaCy model used for PERSON entities only.
 Findings are replaced by keyed pseudonym placeholders (:func:`pipeline.pseudonym.placeholder`).
 
-Failure policy: any recognizer error or regex timeout raises :class:`RedactionError`; text is never
-passed through unredacted. A string longer than ``max_field_chars`` also raises (the job is
-dead-lettered) rather than being truncated.
+Failure policy: any recognizer error, NLP failure or regex timeout raises :class:`RedactionFailed`
+(a :class:`RedactionError` that is also a transient error: the worker retries the job with backoff,
+then dead-letters it); text is never passed through unredacted. Input that can never be redacted
+(a string longer than ``max_field_chars``, a body that is not a JSON object) raises a plain
+:class:`RedactionError`, which the worker dead-letters at once, rather than truncating.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 
 from pipeline.pseudonym import placeholder
 from pipeline.redact_html import Flattened, flatten, looks_like_html
+from pipeline.retry import TransientError
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +55,10 @@ class TextResult:
 
 class RedactionError(Exception):
     """Redaction could not be completed safely; the caller must not use the text."""
+
+
+class RedactionFailed(RedactionError, TransientError):
+    """The analysis itself failed (recognizer error, regex timeout, NLP error): worth another try."""
 
 
 # --------------------------------------------------------------------------- field policy
@@ -299,7 +306,7 @@ class Redactor:
             try:
                 raw = self.analyzer.analyze(text=plain, language="en", entities=self._entities, nlp_artifacts=art)
             except Exception as exc:  # recognizer bug, regex timeout, ...: fail closed
-                raise RedactionError(f"PII analysis failed: {type(exc).__name__}: {exc}") from exc
+                raise RedactionFailed(f"PII analysis failed: {type(exc).__name__}: {exc}") from exc
             spans: list[tuple[int, int, str, float]] = []
             for r in raw:
                 s, e = (r.start, r.end) if flat is None else flat.to_original(r.start, r.end)
@@ -320,7 +327,7 @@ class Redactor:
             for i, (_, art) in zip(idx, batch, strict=True):
                 arts[i] = art
         except Exception as exc:
-            raise RedactionError(f"NLP pipeline failed: {type(exc).__name__}: {exc}") from exc
+            raise RedactionFailed(f"NLP pipeline failed: {type(exc).__name__}: {exc}") from exc
         return arts
 
     @staticmethod
@@ -472,7 +479,10 @@ def _item_setter(lst: list[Any], i: int) -> Callable[[Any], None]:
 # --------------------------------------------------------------------------- settings
 
 def build_redactor_from_env(environ: dict[str, str] | None = None) -> Redactor:
-    """Redactor from PII_SPACY_MODEL, PII_MAX_FIELD_CHARS and PII_PSEUDONYM_KEY (base64)."""
+    """Redactor from PII_SPACY_MODEL, PII_MAX_FIELD_CHARS and the pseudonym key (base64).
+
+    The key is ``PII_PSEUDONYM_KEY`` when set, else the deployment's ``INTAKE_PSEUDONYM_KEY`` (what the
+    redact worker uses), so ``ghl-intake redact`` with the production env prints the worker's placeholders."""
     env = os.environ if environ is None else environ
     model_setting = env.get("PII_SPACY_MODEL", DEFAULT_SPACY_MODEL).strip()
     model: str | None = None if model_setting.lower() in {"", "none"} else model_setting
@@ -480,18 +490,19 @@ def build_redactor_from_env(environ: dict[str, str] | None = None) -> Redactor:
         max_chars = int(env.get("PII_MAX_FIELD_CHARS", "20000"))
     except ValueError as exc:
         raise ValueError("PII_MAX_FIELD_CHARS must be an integer") from exc
-    raw_key = env.get("PII_PSEUDONYM_KEY", "").strip()
+    name = "PII_PSEUDONYM_KEY" if env.get("PII_PSEUDONYM_KEY", "").strip() else "INTAKE_PSEUDONYM_KEY"
+    raw_key = env.get(name, "").strip()
     if raw_key:
         try:
             key = base64.b64decode(raw_key, validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise ValueError("PII_PSEUDONYM_KEY must be base64") from exc
+            raise ValueError(f"{name} must be base64") from exc
         if len(key) < 16:
-            raise ValueError("PII_PSEUDONYM_KEY must decode to at least 16 bytes")
+            raise ValueError(f"{name} must decode to at least 16 bytes")
     else:
         key = secrets.token_bytes(32)
         print(
-            "warning: PII_PSEUDONYM_KEY not set; using an ephemeral random pseudonym key "
+            "warning: neither PII_PSEUDONYM_KEY nor INTAKE_PSEUDONYM_KEY is set; using an ephemeral random pseudonym key "
             "(placeholders will not be stable across runs)",
             file=sys.stderr,
         )

@@ -139,7 +139,10 @@ def test_email_forms(red: Redactor, text: str, value: str) -> None:
     "card",
     ["4111 1111 1111 1111", "4111-1111-1111-1111", "5555555555554444", "2223 0031 2200 3222",
      "3782 822463 10005", "6011 1111 1111 1117", "3056 9309 0259 04", "4222222222222",
-     "6200 0000 0000 0005", "4111 1111 1111 1111 103"[:0] + "6011 0009 9013 9424"],
+     "6200 0000 0000 0005", "6011 0009 9013 9424",
+     # 17, 18 and 19 digits (UnionPay, Maestro, 19-digit Visa), spaced and bare
+     "62000000000000000", "6200 0000 0000 0000 05", "500000000000000009", "4000 0000 0000 0000 006",
+     "6221260000000000001"],
 )
 def test_card_forms(red: Redactor, card: str) -> None:
     res = red.redact_text("t", f"charge card {card} please")
@@ -509,6 +512,10 @@ def test_build_from_env(capsys: pytest.CaptureFixture[str]) -> None:
     assert r1.redact_text("a", "call 512-555-0142").redacted == f"call {placeholder(b'k' * 32, 'a', 'PHONE_NUMBER', '5125550142')}"
     with pytest.raises(ValueError):
         build_redactor_from_env({"PII_SPACY_MODEL": "none", "PII_PSEUDONYM_KEY": "not base64!!"})
+    # the deployment's key (what the worker uses) when PII_PSEUDONYM_KEY is not set
+    r2 = build_redactor_from_env({"PII_SPACY_MODEL": "none", "INTAKE_PSEUDONYM_KEY": key})
+    assert "ephemeral" not in capsys.readouterr().err
+    assert r2.redact_text("a", "call 512-555-0142").redacted == r1.redact_text("a", "call 512-555-0142").redacted
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

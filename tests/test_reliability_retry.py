@@ -273,3 +273,56 @@ async def test_sigterm_finishes_or_releases_in_flight_jobs(rel_redis_url: str, t
         if w1.poll() is None:
             w1.kill()
         await pool.aclose()
+
+
+async def test_redaction_failure_is_retried_then_dead_lettered_never_passed_on(rel_redis_url: str) -> None:
+    """A recognizer error inside the real redact stage: Retry with backoff, then one dead letter, no hand-off."""
+    from presidio_analyzer import EntityRecognizer, RecognizerResult
+
+    from pipeline.models import StageJob
+    from pipeline.redact import Redactor
+    from pipeline.stages import stage_aad
+    from workers.stages import _redact
+
+    class Broken(EntityRecognizer):
+        def __init__(self) -> None:
+            super().__init__(supported_entities=["PERSON"], name="Broken")
+
+        def load(self) -> None:
+            return None
+
+        def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[RecognizerResult]:
+            raise ValueError("recognizer bug")
+
+    settings = make_settings(rel_redis_url, stage_max_attempts=3, retry_base_s=0.2)
+    pool = make_pool(settings)
+    c: dict[str, Any] = {"redis": pool}
+    try:
+        build_ctx(c, settings, "rate")
+        c["deps"].redactor = Redactor(pseudonym_key=b"k" * 32, spacy_model=None, extra_recognizers=[Broken()])
+        ev = uuid.uuid4().hex
+        body = b'{"type": "InboundMessage", "locationId": "locR", "body": "call Dana at 512-555-0142"}'
+        data = c["deps"].sealer.seal(body, stage_aad("raw", "locR", ev))
+        payload = pack(StageJob(event_id=ev, tenant="locR", contact="c1", event_type="InboundMessage",
+                                received_at=time.time(), data=data))
+
+        async def redact(job: Any, ctx: dict[str, Any]) -> Any:
+            return await _redact(job, ctx)
+
+        for attempt in (1, 2):
+            with pytest.raises(Retry):
+                await base.run_stage(dict(c, job_try=attempt, job_id="j"), "redact", redact, payload)
+        assert await base.run_stage(dict(c, job_try=3, job_id="j"), "redact", redact, payload) == "dead_lettered"
+        dlq = DeadLetterStore(pool, c["dlq"].keyring, prefix=settings.key_prefix)
+        [entry] = await dlq.list()
+        assert entry.stage == "redact" and entry.reason == "retries_exhausted" and entry.attempts == 3
+        assert await pool.zcard(base.queue_name(settings, "persist")) == 0  # nothing went on unredacted
+        # a field over the cap can never pass: dead-lettered at once
+        c["deps"].redactor = Redactor(pseudonym_key=b"k" * 32, spacy_model=None, max_field_chars=10)
+        ev2 = uuid.uuid4().hex
+        payload2 = pack(StageJob(event_id=ev2, tenant="locR", contact="c1", event_type="InboundMessage",
+                                 received_at=time.time(), data=c["deps"].sealer.seal(body, stage_aad("raw", "locR", ev2))))
+        assert await base.run_stage(dict(c, job_try=1, job_id="k"), "redact", redact, payload2) == "dead_lettered"
+        assert {e.reason for e in await dlq.list()} == {"retries_exhausted", "permanent"}
+    finally:
+        await pool.aclose()
