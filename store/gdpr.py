@@ -8,7 +8,12 @@ What is held about a contact, and where:
   their event ids name every event of the contact that went through the pipeline;
 - dead letters whose sealed job names the contact (or, for unparseable bodies, contains its id);
 - dedup keys ``{prefix}:dedup:{tenant}:*`` claimed by one of those events;
-- entries of the ready stream ``{prefix}:ready`` (redacted events) carrying its pseudonym.
+- entries of the ready stream ``{prefix}:ready`` (redacted events) carrying its pseudonym;
+- arq job and result keys of its events (``arq:job:*``, ``arq:result:*``: arq keeps a finished job's
+  arguments in its result for hours). Their payloads are sealed under the master key, not the
+  contact's data key, so destroying the data key does not make them unreadable: they are deleted,
+  and queued jobs of the contact (an event still waiting in a stage queue, or deferred by the rate
+  stage) are taken off their queues. Such an event ends there, with no outcome: erasure wins.
 
 Erasure destroys the contact's data key (so every copy of its context, including copies in
 backups, is unreadable once the master keys live at backup time are retired), deletes the context,
@@ -53,6 +58,8 @@ class Holdings:
     dedup_keys: list[str] = field(default_factory=list)
     ready_ids: list[str] = field(default_factory=list)
     ready_events: list[dict[str, Any]] = field(default_factory=list)
+    job_keys: list[str] = field(default_factory=list)  # arq job/result keys of the contact's events
+    job_ids: list[str] = field(default_factory=list)  # their arq job ids (queue members)
 
 
 class Gdpr:
@@ -104,6 +111,54 @@ class Gdpr:
                 out.append(d)
         return out
 
+    def _job_names(self, tenant: str, contact: str, value: bytes, event_ids: set[str]) -> bool:
+        """Does this arq job (or result) belong to one of the contact's events, or name the contact?"""
+        from pipeline.models import Envelope, StageJob, unpack
+        from pipeline.parse import ParseError, event_meta
+
+        try:
+            d = msgspec.msgpack.decode(value)
+            fn, args = d.get("f"), d.get("a") or []
+            if not isinstance(fn, str) or not args or not isinstance(args[0], bytes):
+                return False
+            if fn == "dedup":
+                env = unpack(args[0], Envelope)
+                if env.event_id in event_ids:
+                    return True
+                body = self.crypto.keyring.open(env.body, b"envelope\x1f" + env.event_id.encode())
+                try:
+                    meta, _ = event_meta(body, env.tenant_hint)
+                except ParseError:
+                    return False
+                return meta.tenant == tenant and meta.contact == contact
+            if fn in {"rate", "redact", "persist"}:
+                job = unpack(args[0], StageJob)
+                return job.event_id in event_ids or (job.tenant == tenant and job.contact == contact)
+        except (DecryptError, msgspec.DecodeError, msgspec.ValidationError, ValueError, AttributeError):
+            return False
+        return False  # audit jobs carry pseudonyms and counts only
+
+    async def _jobs(self, h: Holdings, tenant: str, contact: str) -> None:
+        """arq job and result keys of the contact's events (one SCAN pass; erasure is rare)."""
+        from arq.constants import job_key_prefix, result_key_prefix
+
+        for prefix in (job_key_prefix, result_key_prefix):
+            async for raw in self._r.scan_iter(match=prefix + "*", count=1000):
+                key = _s(raw)
+                parts = key[len(prefix):].split(":")
+                job_id = key[len(prefix):]
+                if len(parts) >= 2 and parts[0] == "audit":
+                    if parts[1] in h.event_ids:  # no personal data, but nothing of the event is kept
+                        h.job_keys.append(key)
+                        h.job_ids.append(job_id)
+                    continue
+                value = await self._r.get(raw)
+                if value is not None and self._job_names(tenant, contact, value, h.event_ids):
+                    h.job_keys.append(key)
+                    h.job_ids.append(job_id)
+                    if len(parts) >= 2:
+                        h.event_ids.add(parts[1])
+
     async def find(self, tenant: str, contact: str, *, decrypt: bool = True) -> Holdings:
         pseudo = pseudonymize_id(self.pseudonym_key, tenant, contact)
         h = Holdings(tenant=tenant, pseudonym=pseudo)
@@ -121,6 +176,7 @@ class Gdpr:
                     h.event_ids.add(rec["event_id"])
         h.dead_letters = await self._dead_letters(tenant, contact)
         h.event_ids.update(d["event_id"] for d in h.dead_letters)
+        await self._jobs(h, tenant, contact)
         if h.event_ids:
             async for key in self._r.scan_iter(match=self.k("dedup", tenant, "*"), count=1000):
                 if _s(await self._r.get(key)) in h.event_ids:
@@ -159,7 +215,14 @@ class Gdpr:
             pipe.delete(*h.dedup_keys)
         if h.ready_ids:
             pipe.xdel(self.k("ready"), *h.ready_ids)
+        if h.job_keys:
+            pipe.delete(*h.job_keys)
+        if h.job_ids:
+            from pipeline.models import STAGES
+
+            for stage in STAGES:
+                pipe.zrem(self.k("q", stage), *set(h.job_ids))
         res = await pipe.execute()
         return {"data_key": int(res[0]), "context": int(res[2]), "dead_letters": len(h.dead_letters),
                 "dedup_keys": len(h.dedup_keys), "ready_events": len(h.ready_ids),
-                "events": len(h.event_ids)}
+                "events": len(h.event_ids), "jobs": len(h.job_keys)}

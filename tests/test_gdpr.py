@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 from redis.asyncio import Redis
@@ -49,6 +50,40 @@ def env_of(settings: Settings) -> dict[str, str]:
             "INTAKE_AUDIT_SIGNING_KEY": settings.audit_signing_key}
 
 
+async def readable_job_text(url: str, keyring: Any) -> str:
+    """Everything the master keyring can read out of arq's job and result keys, as one string."""
+    from pipeline.models import Envelope, StageJob, unpack
+    from pipeline.stages import envelope_aad, stage_aad
+    from store.keyring import DecryptError
+
+    r = Redis.from_url(url)
+    out: list[str] = []
+    try:
+        async for key in r.scan_iter(match="arq:*", count=1000):
+            if not (key.startswith(b"arq:job:") or key.startswith(b"arq:result:")):
+                continue
+            value = await r.get(key)
+            try:
+                d = msgspec.msgpack.decode(value)
+                arg = (d.get("a") or [b""])[0]
+            except (msgspec.DecodeError, TypeError, AttributeError):
+                continue
+            if d.get("f") == "dedup":
+                env = unpack(arg, Envelope)
+                out.append(keyring.open(env.body, envelope_aad(env.event_id)).decode("utf-8", "replace"))
+            elif d.get("f") in {"rate", "redact", "persist"}:
+                job = unpack(arg, StageJob)
+                out.append(job.contact)
+                for kind in ("raw", "redacted"):
+                    try:
+                        out.append(keyring.open(job.data, stage_aad(kind, job.tenant, job.event_id)).decode())
+                    except DecryptError:
+                        pass
+    finally:
+        await r.aclose()
+    return "\n".join(out)
+
+
 def test_export_then_erase(real_redis_url: str, monkeypatch: pytest.MonkeyPatch,
                            capsys: pytest.CaptureFixture[str]) -> None:
     signer = GhlSigner()
@@ -79,12 +114,21 @@ def test_export_then_erase(real_redis_url: str, monkeypatch: pytest.MonkeyPatch,
     assert {r["stage"] for r in data["audit_records"]} >= {"dedup", "rate", "redact", "persist"}
     assert len(data["ready_events"]) == 3
 
+    # arq keeps finished jobs' arguments (sealed under the master key) in its results for hours
+    assert "737-555-0163" in asyncio.run(readable_job_text(real_redis_url, km.keyring))
+
     assert main(["gdpr", "erase", "--tenant", TENANT, "--contact", "cGone0001"]) == 2  # needs --yes
     assert main(["gdpr", "erase", "--tenant", TENANT, "--contact", "cGone0001", "--yes",
                  "--requested-by", "DSR-1042"]) == 0
     erased = json.loads(capsys.readouterr().out)["erased"]
+    jobs = erased.pop("jobs")
     assert erased == {"data_key": 1, "context": 1, "dead_letters": 1, "dedup_keys": 3, "ready_events": 3,
                       "events": 4}
+    assert jobs >= 3 * 4  # each message's dedup, rate, redact and persist results at least
+    left_text = asyncio.run(readable_job_text(real_redis_url, km.keyring))
+    for value in ("Marisol", "Quintero", "737-555-0163", "Larkspur", "cGone0001"):
+        assert value not in left_text, value
+    assert "512-555-0100" in left_text  # the other contact's jobs are untouched
 
     async def check() -> None:
         r = Redis.from_url(real_redis_url)
