@@ -3,7 +3,8 @@
 Key layout (``P`` = prefix)::
 
     P:tenants                    SET   every registered tenant (location id)
-    P:tenant:{tenant}            HASH  tier, created_at      (PipelineState.tier() reads ``tier``)
+    P:tenant:{tenant}            HASH  tier, created_at      (PipelineState.tier() reads ``tier``;
+                                                              absent: INTAKE_DEFAULT_TIER)
     P:tenant:{tenant}:secrets    HASH  secret id -> msgpack {scheme, created_at, h|e}
     P:tenant:{tenant}:creds      HASH  credential name -> sealed value
 
@@ -110,8 +111,10 @@ class WebhookSecrets:
 
 
 class TenantRegistry:
-    def __init__(self, redis: Redis, keyring_or_crypto: Keyring | EnvelopeCrypto, *, prefix: str = "intake") -> None:
+    def __init__(self, redis: Redis, keyring_or_crypto: Keyring | EnvelopeCrypto, *, prefix: str = "intake",
+                 default_tier: str = "starter") -> None:
         self.r = redis
+        self.default_tier = _tier(default_tier)  # shown for tenants without a tier of their own
         self._r: Any = redis
         self.prefix = prefix
         if isinstance(keyring_or_crypto, EnvelopeCrypto):
@@ -128,12 +131,17 @@ class TenantRegistry:
         return f"{self.prefix}:tenants"
 
     # ------------------------------------------------------------------ tenants
-    async def add(self, tenant: str, *, tier: str = "starter") -> bool:
-        """Register a tenant (idempotent: an existing tenant keeps its data; tier is updated). True if new."""
+    async def add(self, tenant: str, *, tier: str | None = None) -> bool:
+        """Register a tenant (idempotent: an existing tenant keeps its data). True if new.
+
+        ``tier`` is written when given; without one a new tenant follows ``INTAKE_DEFAULT_TIER`` and an
+        existing tenant keeps the tier it has."""
         validate_tenant(tenant)
-        _tier(tier)
+        if tier is not None:
+            _tier(tier)
         new = bool(await self._r.hsetnx(self.key(tenant), "created_at", repr(time.time())))
-        await self._r.hset(self.key(tenant), "tier", tier)
+        if tier is not None:
+            await self._r.hset(self.key(tenant), "tier", tier)
         await self._r.sadd(self.index, tenant)
         return new
 
@@ -149,7 +157,7 @@ class TenantRegistry:
         pipe.hkeys(self.key(tenant, "creds"))
         info, secs, creds = await pipe.execute()
         info = {_s(k): _s(v) for k, v in info.items()}
-        out = Tenant(id=tenant, tier=info.get("tier") or "starter", created_at=float(info.get("created_at") or 0),
+        out = Tenant(id=tenant, tier=info.get("tier") or self.default_tier, created_at=float(info.get("created_at") or 0),
                      credentials={_s(c) for c in creds})
         for sid, raw in secs.items():
             rec = _dec.decode(raw)
@@ -374,7 +382,7 @@ def _read_legacy_dir(d: Any, fernet_key: str | None) -> list[tuple[Any, tuple[st
 
 
 async def import_dir(reg: TenantRegistry, directory: Any, *, fernet_key: str | None = None, dry_run: bool = False,
-                     tier: str = "starter") -> ImportReport:
+                     tier: str | None = None) -> ImportReport:
     """Import every ``*.json`` of ``directory``; idempotent (same values: ``unchanged``)."""
     from pathlib import Path
 

@@ -80,3 +80,31 @@ def test_tenants_cli_flow(env: dict[str, str], capsys: pytest.CaptureFixture[str
                         "tenant_set_tier", "tenant_remove"]
     assert all(json.loads(x)["actor"].startswith("operator:") for x in log)
     assert not any(v.encode() in b"".join(log) for v in lines.values())
+
+
+def test_tenants_add_again_keeps_the_tier_and_new_tenants_follow_the_default(
+        env: dict[str, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from ghl_intake.settings import Settings
+    from store.state import PipelineState
+
+    monkeypatch.setenv("INTAKE_DEFAULT_TIER", "professional")
+    assert main(["tenants", "add", "locBig", "--tier", "enterprise"]) == 0
+    # adding a secret later with `tenants add` must not drop the tenant to another tier
+    assert main(["tenants", "add", "locBig", "--hmac"]) == 0
+    assert "exists, tier unchanged (tier enterprise)" in capsys.readouterr().out
+    assert reg_call(env, "get", "locBig").tier == "enterprise"
+    assert main(["tenants", "add", "locNew"]) == 0
+    assert "added (tier professional)" in capsys.readouterr().out
+    assert main(["tenants", "show", "locNew", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tier"] == "professional"
+
+    async def tiers() -> tuple[str, str]:
+        r = Redis.from_url(env["REDIS_URL"])
+        try:
+            st = PipelineState(r, Settings.from_env())
+            return await st.tier("locBig"), await st.tier("locNew")
+        finally:
+            await r.aclose()
+
+    # the rate stage reads the same: the set tier, and the setting for a tenant without one
+    assert asyncio.run(tiers()) == ("enterprise", "professional")

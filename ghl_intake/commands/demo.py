@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import socket
 import sys
 import time
+import uuid
 from typing import Any
 
 import httpx
@@ -140,15 +142,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
     filled = keys.apply_dev_keys(settings)
     if filled:
         warn("demo: using ephemeral keys for " + ", ".join(filled))
+    own_prefix = bool(settings.redis_url) and not os.environ.get("INTAKE_KEY_PREFIX")
+    if own_prefix:  # never mix demo tenants and ephemeral-key data into a deployment's `intake:` keys
+        settings.key_prefix = f"intake-demo-{uuid.uuid4().hex[:8]}"
     if settings.redis_url:
-        warn(f"demo: using the Redis at REDIS_URL with key prefix {settings.key_prefix!r}")
+        warn(f"demo: using the Redis at REDIS_URL with key prefix {settings.key_prefix!r}"
+             + (" (removed at the end; --keep keeps it)" if own_prefix else ""))
     else:
         warn("demo: no REDIS_URL, running on an in-memory Redis (fakeredis)")
     data = asyncio.run(run_demo(settings))
-    return 0 if print_report(data) else 1
+    ok = print_report(data)
+    if own_prefix and not args.keep:
+        asyncio.run(_remove_prefix(settings))
+    return 0 if ok else 1
+
+
+async def _remove_prefix(settings: Settings) -> None:
+    from redis.asyncio import Redis
+
+    r = Redis.from_url(settings.redis_url)
+    try:
+        batch: list[bytes] = []
+        async for key in r.scan_iter(match=f"{settings.key_prefix}:*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                await r.delete(*batch)
+                batch = []
+        if batch:
+            await r.delete(*batch)
+    finally:
+        await r.aclose()
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline on GHL fixtures and lead messages, print the outcome")
     p.add_argument("--verbose", action="store_true", help="show per-job worker and HTTP log lines")
+    p.add_argument("--keep", action="store_true",
+                   help="with REDIS_URL and no INTAKE_KEY_PREFIX: keep the demo's keys (own prefix) afterwards")
     p.set_defaults(func=cmd_demo)

@@ -28,7 +28,8 @@ def _run(fn: Callable[[TenantRegistry, Settings, Any], Awaitable[T]]) -> T:
 
     async def go() -> T:
         try:
-            return await fn(TenantRegistry(redis, crypto, prefix=settings.key_prefix), settings, redis)
+            return await fn(TenantRegistry(redis, crypto, prefix=settings.key_prefix,
+                                           default_tier=settings.default_tier), settings, redis)
         finally:
             await redis.aclose()
 
@@ -60,14 +61,17 @@ def _tenant_dict(t: Tenant, creds: dict[str, str] | None = None) -> dict[str, An
 def cmd_add(args: argparse.Namespace) -> int:
     async def go(reg: TenantRegistry, s: Settings, redis: Any) -> int:
         new = await reg.add(args.location, tier=args.tier)
-        print(f"tenant {args.location}: {'added' if new else 'exists, tier set'} (tier {args.tier})")
+        t = await reg.get(args.location)
+        tier = t.tier if t else args.tier
+        how = "added" if new else ("exists, tier set" if args.tier else "exists, tier unchanged")
+        print(f"tenant {args.location}: {how} (tier {tier})")
         for scheme in SCHEMES:
             if getattr(args, scheme):
                 sid, value = await reg.add_secret(args.location, scheme)
                 print(f"  {scheme} secret {sid}: {value}")
         if any(getattr(args, sc) for sc in SCHEMES):
             print("  (secret values are shown once; store them in the sender now)", file=sys.stderr)
-        await audit_operator(redis, s, "tenant_add", {"tenant": args.location, "tier": args.tier})
+        await audit_operator(redis, s, "tenant_add", {"tenant": args.location, "tier": tier})
         return 0
 
     return _run(go)
@@ -216,7 +220,8 @@ def register(sub: Any) -> None:
     ts = p.add_subparsers(dest="tenants_command", metavar="ACTION", required=True)
     a = ts.add_parser("add", help="register a location (tenant); optionally generate webhook secrets")
     a.add_argument("location")
-    a.add_argument("--tier", choices=TIERS, default="starter")
+    a.add_argument("--tier", choices=TIERS, default=None,
+                   help="default: INTAKE_DEFAULT_TIER for a new tenant; an existing tenant keeps its tier")
     for scheme, what in (("token", "static token header"), ("hmac", "HMAC-SHA256 X-Webhook-Signature"),
                          ("standard", "Standard Webhooks whsec_")):
         a.add_argument(f"--{scheme}", action="store_true", help=f"generate a {what} secret (printed once)")
@@ -252,6 +257,7 @@ def register(sub: Any) -> None:
     im = ts.add_parser("import", help="import DIR/{location_id}.json files of the system this replaces")
     im.add_argument("dir")
     im.add_argument("--dry-run", action="store_true", help="report what would change, write nothing")
-    im.add_argument("--tier", choices=TIERS, default="starter", help="tier of newly created tenants")
+    im.add_argument("--tier", choices=TIERS, default=None,
+                    help="tier of newly created tenants (default: they follow INTAKE_DEFAULT_TIER)")
     im.add_argument("--json", action="store_true")
     im.set_defaults(func=cmd_import)
