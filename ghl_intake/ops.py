@@ -255,6 +255,10 @@ async def stats(pool: ArqRedis, settings: Settings, keyring: Keyring | None = No
         raw = await pipe.execute()
     queues = {s: int(raw[2 * i]) for i, s in enumerate(STAGES)}
     due = {s: int(raw[2 * i + 1]) for i, s in enumerate(STAGES)}
+    # the audit worker's scheduled cron job (checkpoint heartbeat) sits in its queue: not work waiting
+    async for _member, score in r.zscan_iter(queue_name(settings, "audit"), match="cron_*", count=100):
+        queues["audit"] -= 1
+        due["audit"] -= score <= now_ms
     outcomes = await PipelineState(pool, settings).outcomes()
     out: dict[str, Any] = {"queues": queues, "due": due, "outcomes": outcomes,
                            "backpressure": await backpressure_counts(pool, settings)}

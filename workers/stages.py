@@ -10,7 +10,7 @@ from typing import Any
 from arq.cron import cron
 
 from ghl_intake import keys
-from ghl_intake.settings import Settings
+from ghl_intake.settings import Settings, SettingsError
 from pipeline import stages
 from pipeline.models import AuditJob, unpack
 from pipeline.stages import Deps, Handoff
@@ -97,8 +97,11 @@ def worker_kwargs(stage: str, settings: Settings | None = None) -> dict[str, Any
     fixed = settings
 
     async def startup(ctx: dict[str, Any]) -> None:
-        s = fixed or Settings.from_env()
-        build_ctx(ctx, s, stage)
+        try:
+            s = fixed or Settings.from_env()
+            build_ctx(ctx, s, stage)
+        except SettingsError as exc:  # missing or malformed keys: one clear line, no traceback
+            raise SystemExit(f"ghl-intake {stage} worker: refusing to start: {exc}") from None
         log.info("stage %s ready on queue %s", stage, s.key("q", stage))
 
     async def handler(ctx: dict[str, Any], payload: bytes) -> str:
