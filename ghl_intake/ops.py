@@ -35,9 +35,11 @@ from store.state import PipelineState
 from workers.base import enqueue, job_type, queue_name
 
 
-def operator() -> str:
-    """``operator:user@host`` of whoever runs the operator action."""
-    return operator_actor()[0]
+def _who(actor: str | None) -> tuple[str, dict[str, str]]:
+    """The actor of an audit record and where from: given (console/API user), or this process's operator."""
+    if actor:
+        return actor, {}
+    return operator_actor()
 
 
 @dataclass
@@ -140,9 +142,10 @@ async def reveal(pool: ArqRedis, settings: Settings, keyring: Keyring, dlq_id: s
     entry = await dlq.get(dlq_id)
     if entry is None:
         return None
+    who, where = _who(actor)
     await _audit_store(pool, settings).append(
         SYSTEM_TENANT, event_id=uuid.uuid4().hex, stage="operator", outcome="dlq_reveal",
-        actor=actor or operator(), detail={"dlq_id": dlq_id, "stage": entry.stage, "tenant": entry.tenant})
+        actor=who, detail={**where, "dlq_id": dlq_id, "stage": entry.stage, "tenant": entry.tenant})
     job = unpack(await dlq.job(dlq_id), job_type(entry.stage))
     plain = _open_job(entry, job, keyring)
     out: dict[str, Any] = {"entry": as_dict(entry)}
@@ -187,13 +190,18 @@ async def replay(pool: ArqRedis, settings: Settings, keyring: Keyring, dlq_id: s
     await enqueue(pool, settings, entry.stage, payload, job_id)
     if not await dlq.claim_replay(dlq_id, n):
         return ReplayResult(dlq_id, False, entry.stage, entry.event_id, "already replayed", job_id)
+    who, where = _who(actor)
+    detail = {**where, "dlq_id": dlq_id, "stage": entry.stage, "replay": str(n)}
+    if body_override is not None:
+        detail["body"] = "corrected"
     if entry.stage != "audit":
-        detail = {"dlq_id": dlq_id, "stage": entry.stage, "replay": str(n)}
-        if body_override is not None:
-            detail["body"] = "corrected"
         await _audit_store(pool, settings).append(
             entry.tenant, event_id=entry.event_id, stage="operator", outcome=f"dlq_replay_{n}",
-            actor=actor or operator(), detail=detail)
+            actor=who, detail=detail)
+    else:  # the tenant's chain is what failed to take this record: the replay is noted on the system chain
+        await _audit_store(pool, settings).append(
+            SYSTEM_TENANT, event_id=f"{entry.event_id}:{dlq_id}", stage="operator", outcome=f"dlq_replay_{n}",
+            actor=who, detail={**detail, "tenant": entry.tenant})
     return ReplayResult(dlq_id, True, entry.stage, entry.event_id, f"replay #{n} enqueued", job_id)
 
 
@@ -205,7 +213,7 @@ async def replay_all(pool: ArqRedis, settings: Settings, keyring: Keyring, filte
     f.state = "dead"
     entries = await list_dead_letters(pool, settings, keyring, f, limit=10**9)
     report = ReplayReport(total=len(entries), dry_run=dry_run)
-    who = actor or operator()
+    who = actor or None  # each replay records this process's operator and where from
     for i, e in enumerate(entries, 1):
         res = await replay(pool, settings, keyring, e.id, actor=who, dry_run=dry_run)
         report.results.append(res)
@@ -229,9 +237,10 @@ async def purge(pool: ArqRedis, settings: Settings, keyring: Keyring, filters: F
     detail = {"count": str(len(ids)), "filters": orjson.dumps(f.describe()).decode(),
               "ids": ",".join(ids[:50]) + (",…" if len(ids) > 50 else ""),
               "ids_sha256": hashlib.sha256(",".join(ids).encode()).hexdigest()[:32]}
+    who, where = _who(actor)
     await _audit_store(pool, settings).append(
-        SYSTEM_TENANT, event_id=uuid.uuid4().hex, stage="operator", outcome="dlq_purge", actor=actor or operator(),
-        detail=detail)
+        SYSTEM_TENANT, event_id=uuid.uuid4().hex, stage="operator", outcome="dlq_purge", actor=who,
+        detail={**where, **detail})
     n = 0
     for dlq_id in ids:
         n += await dlq.purge(dlq_id)

@@ -243,3 +243,32 @@ def test_since_parsing() -> None:
     assert parse_since(None, now) is None
     with pytest.raises(SettingsError):
         parse_since("yesterday", now)
+
+
+async def test_operator_records_say_from_where_and_audit_stage_replays_are_audited(
+        rel_redis_url: str, signer: GhlSigner, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CLI-side dead-letter actions name the operator, host, pid and SSH address; an audit-stage replay
+    (whose tenant chain is what failed) is recorded on the system chain."""
+    from pipeline.models import AuditJob, pack
+
+    monkeypatch.setenv("SSH_CLIENT", "198.51.100.23 52044 22")
+    settings = settings_for(rel_redis_url, signer)
+    km = load_keys(settings)
+    pool: Any = make_pool(settings)
+    try:
+        dlq = DeadLetterStore(pool, km.keyring, prefix=settings.key_prefix)
+        ev = uuid.uuid4().hex
+        job = pack(AuditJob(tenant=TENANT, event_id=ev, stage="persist", outcome="processed"))
+        dlq_id = await dlq.write(stage="audit", event_id=ev, tenant=TENANT, reason="retries_exhausted",
+                                 error="AuditContentionError", job=job)
+        assert (await ops.replay(pool, settings, km.keyring, dlq_id)).replayed
+        assert await ops.reveal(pool, settings, km.keyring, dlq_id) is not None
+        assert await ops.purge(pool, settings, km.keyring, ops.Filters(state=None)) == 1
+        recs = await AuditStore(pool, prefix=settings.key_prefix).records(SYSTEM_TENANT)
+        assert [r.outcome for r in recs] == ["dlq_replay_1", "dlq_reveal", "dlq_purge"]
+        for r in recs:
+            assert r.actor.startswith("operator:")
+            assert r.detail["remote"] == "198.51.100.23" and r.detail["pid"] == str(os.getpid()) and r.detail["host"]
+        assert recs[0].detail["tenant"] == TENANT and recs[0].detail["dlq_id"] == dlq_id
+    finally:
+        await pool.aclose()
