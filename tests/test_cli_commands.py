@@ -125,3 +125,13 @@ def test_stats_json_shape_and_counts(real_redis_url: str, monkeypatch: pytest.Mo
     assert {k: doc["outcomes"][k] for k in ("processed", "duplicate", "deferred", "dead_lettered")} == {
         "processed": 1, "duplicate": 1, "deferred": 0, "dead_lettered": 0}
 
+
+
+@pytest.mark.parametrize("model, pattern_only", [("none", True), ("no_such_model", True), ("", False)])
+def test_redaction_says_at_start_up_when_it_runs_pattern_only(model: str, pattern_only: bool) -> None:
+    extra = {"PII_SPACY_MODEL": model} if model else {}  # "": the default model, installed by the `ner` extra
+    res = subprocess.run([*CLI, "redact"], input="call me at 512-555-0142", env=_bare_env(**extra), cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert ("running pattern-only" in res.stderr) is pattern_only, res.stderr
+    assert "512-555-0142" not in res.stdout and "PHONE_NUMBER" in res.stdout

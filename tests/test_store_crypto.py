@@ -153,3 +153,23 @@ def test_roundtrip_property(tenant: str, contact: str, data: bytes) -> None:
             await c.open_for(tenant, contact + "x", "context", blob)
 
     asyncio.run(go())
+
+
+async def test_associated_data_alone_binds_tenant_contact_and_kind(redis: Redis, prefix: str) -> None:
+    """Under one and the same data key, a blob opens only with the tenant, contact and kind it was sealed for:
+    the binding does not rest on the data keys being different."""
+    from cryptography.exceptions import InvalidTag
+
+    from store.crypto import NONCE_BYTES, data_aad
+
+    c = EnvelopeCrypto(redis, kr(), prefix=prefix)
+    dk = await c.data_key(contact_scope("locA", "c1"))
+    assert dk is not None
+    blob = EnvelopeCrypto.seal_with(dk, b"secret", data_aad("context", "locA", "c1"))
+    n = blob[1]
+    nonce, ct = blob[2 + n: 2 + n + NONCE_BYTES], blob[2 + n + NONCE_BYTES:]
+    assert dk.aead.decrypt(nonce, ct, data_aad("context", "locA", "c1")) == b"secret"
+    for other in (("context", "locB", "c1"), ("context", "locA", "c2"), ("dlq", "locA", "c1"),
+                  ("context", "locA", "")):
+        with pytest.raises(InvalidTag):
+            dk.aead.decrypt(nonce, ct, data_aad(*other))
