@@ -208,12 +208,9 @@ async def audit_export(request: Request) -> Response:
 
 
 def _gdpr(deps: Any) -> Any:
-    """``store.gdpr.Gdpr`` over the console's Redis; None when this build has no GDPR module."""
-    try:
-        from store.gdpr import Gdpr
-    except ImportError:
-        return None
+    """``store.gdpr.Gdpr`` over the console's Redis."""
     from ghl_intake import keys
+    from store.gdpr import Gdpr
 
     crypto = keys.envelope_crypto(deps.settings, deps.redis, deps.keyring)
     return Gdpr(deps.redis, crypto, pseudonym_key=deps.pseudonym_key, prefix=deps.settings.key_prefix)
@@ -236,8 +233,6 @@ async def gdpr_export(request: Request) -> Response:
     deps = deps_of(request)
     tenant, contact = await _gdpr_args(request)
     gdpr = _gdpr(deps)
-    if gdpr is None:
-        return api_error(501, "GDPR export is not available in this build (store.gdpr missing)")
     data_ = await gdpr.export(tenant, contact)
     await deps.audit.append(
         data.SYSTEM_TENANT, event_id=f"console-{uuid.uuid4().hex}", stage="console", outcome="gdpr_export",
@@ -254,8 +249,6 @@ async def gdpr_erase(request: Request) -> Response:
     deps = deps_of(request)
     tenant, contact = await _gdpr_args(request)
     gdpr = _gdpr(deps)
-    if gdpr is None:
-        return api_error(501, "GDPR erasure is not available in this build (store.gdpr missing)")
     pseudo = (await gdpr.find(tenant, contact, decrypt=False)).pseudonym
     counts = await gdpr.erase(tenant, contact)
     await deps.audit.append(

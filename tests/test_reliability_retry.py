@@ -277,29 +277,18 @@ async def test_sigterm_finishes_or_releases_in_flight_jobs(rel_redis_url: str, t
 
 async def test_redaction_failure_is_retried_then_dead_lettered_never_passed_on(rel_redis_url: str) -> None:
     """A recognizer error inside the real redact stage: Retry with backoff, then one dead letter, no hand-off."""
-    from presidio_analyzer import EntityRecognizer, RecognizerResult
-
     from pipeline.models import StageJob
     from pipeline.redact import Redactor
     from pipeline.stages import stage_aad
+    from tests.test_redact import BrokenRecognizer
     from workers.stages import _redact
-
-    class Broken(EntityRecognizer):
-        def __init__(self) -> None:
-            super().__init__(supported_entities=["PERSON"], name="Broken")
-
-        def load(self) -> None:
-            return None
-
-        def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[RecognizerResult]:
-            raise ValueError("recognizer bug")
 
     settings = make_settings(rel_redis_url, stage_max_attempts=3, retry_base_s=0.2)
     pool = make_pool(settings)
     c: dict[str, Any] = {"redis": pool}
     try:
         build_ctx(c, settings, "rate")
-        c["deps"].redactor = Redactor(pseudonym_key=b"k" * 32, spacy_model=None, extra_recognizers=[Broken()])
+        c["deps"].redactor = Redactor(pseudonym_key=b"k" * 32, spacy_model=None, extra_recognizers=[BrokenRecognizer()])
         ev = uuid.uuid4().hex
         body = b'{"type": "InboundMessage", "locationId": "locR", "body": "call Dana at 512-555-0142"}'
         data = c["deps"].sealer.seal(body, stage_aad("raw", "locR", ev))
