@@ -91,6 +91,7 @@ class Settings:
     key_prefix: str = "intake"  # INTAKE_KEY_PREFIX: every Redis key starts with it
     # ingress
     max_body_bytes: int = 1024 * 1024  # INTAKE_MAX_BODY_BYTES
+    body_timeout_s: float = 30.0  # INTAKE_BODY_TIMEOUT_S: longest a client may take to send the body (408)
     ghl_ed25519_public_keys: str = ""  # GHL_ED25519_PUBLIC_KEY: PEM text or path(s), ';'-separated
     retry_after_s: int = 60  # INTAKE_RETRY_AFTER_S: Retry-After sent with 429
     ghl_legacy_rsa_enabled: bool = False  # GHL_LEGACY_RSA_ENABLED: accept legacy X-WH-Signature (RSA)
@@ -157,6 +158,7 @@ class Settings:
         "redis_url": "REDIS_URL",
         "key_prefix": "INTAKE_KEY_PREFIX",
         "max_body_bytes": "INTAKE_MAX_BODY_BYTES",
+        "body_timeout_s": "INTAKE_BODY_TIMEOUT_S",
         "ghl_ed25519_public_keys": "GHL_ED25519_PUBLIC_KEY",
         "retry_after_s": "INTAKE_RETRY_AFTER_S",
         "ghl_legacy_rsa_enabled": "GHL_LEGACY_RSA_ENABLED",
@@ -232,6 +234,8 @@ class Settings:
             s.replay_window_s = s.dedup_ttl_s  # the replay window follows the dedup TTL unless set
         if s.max_body_bytes < 1024:
             raise SettingsError("INTAKE_MAX_BODY_BYTES must be at least 1024")
+        if s.body_timeout_s <= 0:
+            raise SettingsError("INTAKE_BODY_TIMEOUT_S must be more than 0")
         s.extra = env
         return s
 

@@ -12,8 +12,8 @@ Endpoints:
 
 Status codes: 200 accepted (after the envelope is in Redis), 400 empty body, 401 signature/token
 missing, malformed, wrong or replayed (stale/future timestamp), 404 unknown path or malformed
-location id, 405 wrong method, 413 body over ``INTAKE_MAX_BODY_BYTES`` (by Content-Length or by
-streamed bytes), 415 not JSON, 429 + Retry-After when the event cannot be queued now (Redis down,
+location id, 405 wrong method, 408 body not received within ``INTAKE_BODY_TIMEOUT_S``, 413 body
+over ``INTAKE_MAX_BODY_BYTES`` (by Content-Length or by streamed bytes), 415 not JSON, 429 + Retry-After when the event cannot be queued now (Redis down,
 backpressure, any internal error: GHL retries only 429, a 5xx would lose the event).
 """
 
@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from redis.exceptions import NoScriptError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -88,8 +88,12 @@ def _client(request: Request) -> str:
 
 
 def _is_json(content_type: str) -> bool:
+    """``application/json`` or a structured ``application/<name>+json`` type (RFC 6839)."""
     media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or media.endswith("+json")
+    if media == "application/json":
+        return True
+    subtype = media.removeprefix("application/")
+    return subtype != media and subtype.endswith("+json") and len(subtype) > len("+json") and "/" not in subtype
 
 
 def _declared_too_large(request: Request, cap: int) -> bool:
@@ -245,12 +249,19 @@ async def _read_body(deps: IngressDeps, request: Request, endpoint: str) -> byte
         deps.metrics.request(endpoint, "unsupported_media_type")
         return _error(415, "content-type must be application/json")
     try:
-        body = await request.body()  # Route(max_body_size=...) stops a streamed body at the cap
+        async with asyncio.timeout(deps.settings.body_timeout_s):  # a body trickled in forever holds a socket
+            body = await request.body()  # Route(max_body_size=...) stops a streamed body at the cap
     except HTTPException as exc:
         if exc.status_code == 413:
             deps.metrics.request(endpoint, "too_large")
             return _error(413, "body too large")
         raise
+    except TimeoutError:
+        deps.metrics.request(endpoint, "body_timeout")
+        return _error(408, "body not received in time")
+    except ClientDisconnect:  # the sender gave up mid-body: nothing to answer, nothing was accepted
+        deps.metrics.request(endpoint, "client_disconnect")
+        return _error(400, "client disconnected")
     if not body:
         deps.metrics.request(endpoint, "bad_request")
         return _error(400, "empty body")

@@ -57,7 +57,10 @@ def body_timestamp(body: bytes) -> tuple[str, float | None]:
     if isinstance(value, bool):
         return STAMP_UNREADABLE, None
     if isinstance(value, int | float):
-        ts = float(value)
+        try:
+            ts = float(value)
+        except OverflowError:  # an integer too large for a float (a 400-digit number)
+            return STAMP_UNREADABLE, None
         if ts > 1e11:  # epoch milliseconds
             ts /= 1000.0
         return (STAMP_OK, ts) if 0 < ts < 1e11 else (STAMP_UNREADABLE, None)

@@ -315,3 +315,78 @@ def test_property_no_5xx_and_nothing_enqueued_unless_correctly_signed() -> None:
     assert seen["valid"] > 100 and seen["invalid"] > 1000, seen
     assert {200, 401, 404, 405, 413, 415} <= set(world.statuses), world.statuses
     assert time.monotonic() - started < 60
+
+
+def _count(ing: Any, outcome: str, endpoint: str = "ghl") -> float:
+    value = ing.deps.metrics.registry.get_sample_value(
+        "ghl_intake_ingress_requests_total", {"endpoint": endpoint, "outcome": outcome})
+    return float(value or 0.0)
+
+
+async def test_a_body_trickled_past_the_timeout_is_408_and_frees_the_request(real_redis_url: str,
+                                                                             signer: GhlSigner) -> None:
+    settings = make_settings(real_redis_url, signer, body_timeout_s=0.5)
+    body = ghl_body()
+
+    async def slow() -> AsyncIterator[bytes]:
+        yield body[:10]
+        await asyncio.sleep(3)
+        yield body[10:]
+
+    async with ingress(settings) as ing:
+        t0 = time.monotonic()
+        r = await ing.client.post("/webhooks/ghl", content=slow(), headers=signer.headers(body))
+        assert (r.status_code, r.json()) == (408, {"error": "body not received in time"})
+        assert time.monotonic() - t0 < 2.5
+        assert await ing.enqueued() == 0 and _count(ing, "body_timeout") == 1
+        # the same body sent at once is fine
+        assert (await ing.client.post("/webhooks/ghl", content=body, headers=signer.headers(body))).status_code == 200
+
+
+async def test_a_sender_that_disconnects_mid_body_is_not_an_internal_error(
+        real_redis_url: str, signer: GhlSigner, caplog: Any) -> None:
+    settings = make_settings(real_redis_url, signer)
+    body = ghl_body()
+    async with ingress(settings) as ing:
+        messages = [{"type": "http.request", "body": body[:20], "more_body": True}, {"type": "http.disconnect"}]
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(msg: dict[str, Any]) -> None:
+            sent.append(msg)
+
+        headers = [(k.encode(), v.encode()) for k, v in {**signer.headers(body), "content-length": str(len(body))}.items()]
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/webhooks/ghl", "raw_path": b"/webhooks/ghl", "query_string": b"",
+                 "headers": headers, "client": ("203.0.113.9", 40000), "server": ("ingress.test", 80)}
+        with caplog.at_level("INFO"):
+            await ing.app(scope, receive, send)
+        assert _count(ing, "client_disconnect") == 1 and _count(ing, "error") == 0
+        assert not [r for r in caplog.records if r.levelname == "ERROR"]
+        assert await ing.enqueued() == 0
+
+
+async def test_a_huge_integer_timestamp_is_unreadable_not_an_internal_error(real_redis_url: str,
+                                                                            signer: GhlSigner) -> None:
+    settings = make_settings(real_redis_url, signer)
+    async with ingress(settings) as ing:
+        body = b'{"type":"ContactCreate","locationId":"LocA0001","webhookId":"w-big","timestamp":' + b"9" * 400 + b"}"
+        r = await ing.client.post("/webhooks/ghl", content=body, headers=signer.headers(body))
+        assert r.status_code == 200  # an unreadable stamp is let through (dedup still applies), never a 429 loop
+        assert await ing.enqueued() == 1
+
+
+async def test_content_types(real_redis_url: str, signer: GhlSigner) -> None:
+    settings = make_settings(real_redis_url, signer)
+    async with ingress(settings) as ing:
+        for ctype, status in (("application/json", 200), ("Application/JSON; charset=utf-8", 200),
+                              ("application/vnd.ghl.webhook+json", 200), ("+json", 415), ("text/+json", 415),
+                              ("application/+json", 415), ("text/json+json", 415), ("application/x/y+json", 415),
+                              ("text/plain", 415), ("", 415)):
+            body = ghl_body()
+            r = await ing.client.post("/webhooks/ghl", content=body,
+                                      headers={**signer.headers(body), "content-type": ctype})
+            assert r.status_code == status, ctype
+        assert await ing.enqueued() == 3
