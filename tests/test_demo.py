@@ -48,9 +48,13 @@ def test_demo_on_real_redis_uses_its_own_prefix_and_cleans_up(real_redis_url: st
     r = SyncRedis.from_url(real_redis_url)
     try:
         before = set(r.scan_iter(match="intake*", count=1000))
+        arq_before = {k for k in r.scan_iter(match="arq:*", count=1000) if not k.startswith(b"arq:in-progress:cron_")}
         res = _run_demo(REDIS_URL=real_redis_url)
         assert "key prefix 'intake-demo-" in res.stderr
         _check_report(res)
         assert set(r.scan_iter(match="intake*", count=1000)) == before  # nothing left, nothing under `intake:`
+        # nor arq's own job and result keys of the demo's events (the cron tick's lock expires by itself)
+        arq_after = {k for k in r.scan_iter(match="arq:*", count=1000) if not k.startswith(b"arq:in-progress:cron_")}
+        assert arq_after <= arq_before, sorted(arq_after - arq_before)[:5]
     finally:
         r.close()

@@ -106,7 +106,7 @@ def print_report(data: dict[str, Any]) -> bool:
 
     console = Console(width=None if sys.stdout.isatty() else 130)
     table = Table(title="ghl-intake demo: every webhook through ingress → dedup → rate → redact → persist → audit")
-    for col in ("#", "webhook", "event type", "HTTP", "outcome", "PII entities found"):
+    for col in ("#", "webhook", "payload type", "HTTP", "outcome", "PII entities found"):
         table.add_column(col)
     for i, row in enumerate(data["results"], 1):
         pii = ", ".join(f"{k}×{v}" for k, v in sorted(row.get("pii", {}).items())) or "-"
@@ -153,23 +153,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
     data = asyncio.run(run_demo(settings))
     ok = print_report(data)
     if own_prefix and not args.keep:
-        asyncio.run(_remove_prefix(settings))
+        ids = {row["event_id"] for row in data["results"] if row.get("event_id")}
+        asyncio.run(_remove_demo_keys(settings, ids))
     return 0 if ok else 1
 
 
-async def _remove_prefix(settings: Settings) -> None:
+async def _remove_demo_keys(settings: Settings, event_ids: set[str]) -> None:
+    """Everything the demo wrote: its prefix, and arq's own (unprefixed) job and result keys of its events."""
     from redis.asyncio import Redis
 
     r = Redis.from_url(settings.redis_url)
+    doomed: list[bytes] = []
+
+    def ours(key: bytes) -> bool:  # arq:job:{stage}:{event_id}[:...], arq:result:..., arq:retry:...
+        if key.startswith(settings.key_prefix.encode() + b":"):
+            return True
+        parts = key.decode("utf-8", "replace").split(":")
+        return len(parts) >= 4 and parts[0] == "arq" and parts[3] in event_ids
+
     try:
-        batch: list[bytes] = []
-        async for key in r.scan_iter(match=f"{settings.key_prefix}:*", count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                await r.delete(*batch)
-                batch = []
-        if batch:
-            await r.delete(*batch)
+        from pipeline.models import STAGES
+
+        for stage in STAGES:  # jobs still queued, such as the audit worker's next cron tick
+            for job_id in await r.zrange(settings.key("q", stage), 0, -1):
+                doomed.append(b"arq:job:" + job_id)
+        for pattern in (f"{settings.key_prefix}:*", "arq:*"):
+            async for key in r.scan_iter(match=pattern, count=1000):
+                if ours(key):
+                    doomed.append(key)
+        for i in range(0, len(doomed), 1000):
+            await r.delete(*doomed[i:i + 1000])
     finally:
         await r.aclose()
 
