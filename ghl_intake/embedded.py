@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -15,7 +14,7 @@ from ghl_intake.settings import DEFAULT_GHL_ED25519_PEM, Settings
 from ingress.app import IngressDeps, create_app
 from ingress.verify import load_ed25519_keys
 from pipeline.models import STAGES
-from workers.base import job_deserializer, job_serializer, queue_name
+from workers.base import job_deserializer, job_serializer
 from workers.stages import worker_kwargs
 
 
@@ -63,15 +62,6 @@ def make_worker(stage: str, settings: Settings, pool: ArqRedis, *, burst: bool =
     return Worker(redis_pool=pool, burst=burst, **kw)
 
 
-async def queue_depths(pool: ArqRedis, settings: Settings) -> dict[str, int]:
-    """Jobs waiting per stage (scheduled cron jobs such as the audit tick are not work waiting)."""
-    out = {}
-    for s in STAGES:
-        ids = await pool.zrange(queue_name(settings, s), 0, -1)
-        out[s] = sum(1 for i in ids if not i.startswith(b"cron_"))
-    return out
-
-
 class StageRunner:
     """Runs every stage worker as a task of this event loop."""
 
@@ -91,19 +81,9 @@ class StageRunner:
 
 
 async def wait_quiet(pool: ArqRedis, settings: Settings, *, timeout_s: float = 120.0, settle_s: float = 0.5) -> bool:
-    """Wait until every stage queue is empty and no job is in progress; False on timeout."""
-    deadline = time.monotonic() + timeout_s
-    quiet_since: float | None = None
-    while time.monotonic() < deadline:
-        depths = await queue_depths(pool, settings)
-        in_progress = 0
-        async for key in pool.scan_iter(match="arq:in-progress:*", count=500):
-            in_progress += not key.startswith(b"arq:in-progress:cron_")
-        if sum(depths.values()) == 0 and in_progress == 0:
-            quiet_since = quiet_since or time.monotonic()
-            if time.monotonic() - quiet_since >= settle_s:
-                return True
-        else:
-            quiet_since = None
-        await asyncio.sleep(0.05)
-    return False
+    """Wait until no stage job is queued or in progress (cron jobs ignored); False on timeout."""
+    from ghl_intake.ops import wait_quiet as quiet
+
+    return await quiet(pool, settings, timeout_s=timeout_s, settle_s=settle_s, poll_s=0.05)
+
+
