@@ -85,5 +85,3 @@ async def wait_quiet(pool: ArqRedis, settings: Settings, *, timeout_s: float = 1
     from ghl_intake.ops import wait_quiet as quiet
 
     return await quiet(pool, settings, timeout_s=timeout_s, settle_s=settle_s, poll_s=0.05)
-
-

@@ -13,8 +13,9 @@ Endpoints:
 Status codes: 200 accepted (after the envelope is in Redis), 400 empty body, 401 signature/token
 missing, malformed, wrong or replayed (stale/future timestamp), 404 unknown path or malformed
 location id, 405 wrong method, 408 body not received within ``INTAKE_BODY_TIMEOUT_S``, 413 body
-over ``INTAKE_MAX_BODY_BYTES`` (by Content-Length or by streamed bytes), 415 not JSON, 429 + Retry-After when the event cannot be queued now (Redis down,
-backpressure, any internal error: GHL retries only 429, a 5xx would lose the event).
+over ``INTAKE_MAX_BODY_BYTES`` (by Content-Length or by streamed bytes), 415 not JSON, 429 +
+Retry-After when the event cannot be queued now (Redis down, backpressure, any internal error:
+GHL retries only 429, a 5xx would lose the event).
 """
 
 from __future__ import annotations
