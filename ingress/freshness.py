@@ -50,8 +50,10 @@ def body_timestamp(body: bytes) -> tuple[str, float | None]:
     """(state, unix seconds) of the body's top-level ``timestamp``; state missing/unreadable/ok."""
     try:
         value = _decoder.decode(body).timestamp
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return STAMP_MISSING, None  # not a JSON object (the pipeline dead-letters it) or odd type
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        # not a JSON object, an odd type, or nested too deeply to skip over: the pipeline
+        # dead-letters what it cannot parse, with the reason, where an operator can see it
+        return STAMP_MISSING, None
     if value is None:
         return STAMP_MISSING, None
     if isinstance(value, bool):

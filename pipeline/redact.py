@@ -243,6 +243,7 @@ class Redactor:
         pseudonym_key: bytes,
         spacy_model: str | None = None,
         max_field_chars: int = 20_000,
+        max_event_chars: int = 100_000,
         regex_timeout_s: float = 1.0,
         extra_recognizers: Sequence[Any] = (),
         batch_size: int = 64,
@@ -258,6 +259,7 @@ class Redactor:
         logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)
         self._lock = threading.Lock()  # the worker calls us via asyncio.to_thread
         self.max_field_chars = max_field_chars
+        self.max_event_chars = max_event_chars
         self.batch_size = batch_size
         nlp, self.ner_enabled = _load_spacy(spacy_model)
         self.spacy_model = spacy_model if self.ner_enabled else None
@@ -394,7 +396,8 @@ class Redactor:
                 if kind != "DATE_OF_BIRTH" and _ISO_TS.match(value.strip()):
                     return
                 if len(value) > self.max_field_chars:
-                    raise RedactionError(f"field exceeds PII_MAX_FIELD_CHARS={self.max_field_chars}")
+                    raise RedactionError(f"field of {len(value)} chars exceeds PII_MAX_FIELD_CHARS="
+                                     f"{self.max_field_chars}")
                 setter(placeholder(self._key, tenant, kind, value))
                 counts[kind] += 1
                 known.append((kind, value))
@@ -441,7 +444,8 @@ class Redactor:
             if key_norm in SAFE_FIELDS and _safe_enum(value):
                 return
             if len(value) > self.max_field_chars:
-                raise RedactionError(f"field exceeds PII_MAX_FIELD_CHARS={self.max_field_chars}")
+                raise RedactionError(f"field of {len(value)} chars exceeds PII_MAX_FIELD_CHARS="
+                                     f"{self.max_field_chars}")
             free.append((setter, value))
 
         def walk(obj: dict[str, Any], *, parent_norm: str, custom: bool = False) -> None:
@@ -453,6 +457,10 @@ class Redactor:
                 leaf(_norm_key(k), k, obj[k], _key_setter(obj, k), person_obj=person_obj, custom=custom)
 
         walk(out, parent_norm="")
+        total = sum(len(v) for _, v in free)
+        if total > self.max_event_chars:  # bounds the time and memory one event can take (spaCy grows with it)
+            raise RedactionError(f"event has {total} characters of free text, over PII_MAX_EVENT_CHARS="
+                                 f"{self.max_event_chars}")
         if free:
             res = self.redact_texts(tenant, [v for _, v in free], known=known)
             for (setter, _), r in zip(free, res, strict=True):
@@ -488,8 +496,9 @@ def build_redactor_from_env(environ: dict[str, str] | None = None) -> Redactor:
     model: str | None = None if model_setting.lower() in {"", "none"} else model_setting
     try:
         max_chars = int(env.get("PII_MAX_FIELD_CHARS", "20000"))
+        max_event = int(env.get("PII_MAX_EVENT_CHARS", "100000"))
     except ValueError as exc:
-        raise ValueError("PII_MAX_FIELD_CHARS must be an integer") from exc
+        raise ValueError("PII_MAX_FIELD_CHARS and PII_MAX_EVENT_CHARS must be integers") from exc
     name = "PII_PSEUDONYM_KEY" if env.get("PII_PSEUDONYM_KEY", "").strip() else "INTAKE_PSEUDONYM_KEY"
     raw_key = env.get(name, "").strip()
     if raw_key:
@@ -506,4 +515,4 @@ def build_redactor_from_env(environ: dict[str, str] | None = None) -> Redactor:
             "(placeholders will not be stable across runs)",
             file=sys.stderr,
         )
-    return Redactor(pseudonym_key=key, spacy_model=model, max_field_chars=max_chars)
+    return Redactor(pseudonym_key=key, spacy_model=model, max_field_chars=max_chars, max_event_chars=max_event)

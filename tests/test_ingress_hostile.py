@@ -390,3 +390,14 @@ async def test_content_types(real_redis_url: str, signer: GhlSigner) -> None:
                                       headers={**signer.headers(body), "content-type": ctype})
             assert r.status_code == status, ctype
         assert await ing.enqueued() == 3
+
+
+async def test_a_deeply_nested_signed_body_is_accepted_for_the_dead_letter_store_not_a_429_loop(
+        real_redis_url: str, signer: GhlSigner) -> None:
+    # answering 429 would make GHL retry until it gives up, and no operator would ever see the event
+    settings = make_settings(real_redis_url, signer)
+    async with ingress(settings) as ing:
+        body = b'{"locationId": "LocA0001", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+        r = await ing.client.post("/webhooks/ghl", content=body, headers=signer.headers(body))
+        assert r.status_code == 200 and await ing.enqueued() == 1
+        assert _count(ing, "error") == 0

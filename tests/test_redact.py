@@ -664,3 +664,21 @@ def test_uuid_and_hex_ids_survive_whatever_digits_they_hold(request: pytest.Fixt
 def test_phone_in_an_id_field_is_still_redacted(red_patterns: Redactor) -> None:
     out, _ = red_patterns.redact_event("loc1", {"type": "X", "contactId": "+1 512 555 0147"})
     assert "555" not in json.dumps(out)
+
+
+def test_event_cap_bounds_the_free_text_of_one_event() -> None:
+    r = Redactor(pseudonym_key=KEY, spacy_model=None, max_field_chars=1000, max_event_chars=2500)
+    fields = {f"note{i}": "call me at 512-555-0142 " * 40 for i in range(3)}  # 3 x 960 chars, each under the field cap
+    with pytest.raises(RedactionError, match=r"event has 2880 characters of free text, over PII_MAX_EVENT_CHARS=2500"):
+        r.redact_event("t", {"type": "NoteCreate", **fields})
+    out, counts = r.redact_event("t", {"type": "NoteCreate", "note0": fields["note0"], "note1": fields["note1"]})
+    assert counts["PHONE_NUMBER"] == 80 and "512-555-0142" not in json.dumps(out)
+    # the cap is a permanent error: no retry could help, the event is dead-lettered at once
+    from workers.base import is_transient_error
+
+    try:
+        r.redact_event("t", {"type": "NoteCreate", **fields})
+    except RedactionError as exc:
+        assert not is_transient_error(exc)
+    assert build_redactor_from_env({"PII_SPACY_MODEL": "none", "PII_MAX_EVENT_CHARS": "1234",
+                                    "PII_PSEUDONYM_KEY": base64.b64encode(KEY).decode()}).max_event_chars == 1234

@@ -94,8 +94,41 @@ def test_missing_or_odd_type_flows_as_unknown_or_raw() -> None:
     assert meta.event_type == "Unknown"
     meta, _ = parse.event_meta(b'{"locationId": "loc1", "type": 5}')
     assert meta.event_type == "Unknown"
-    meta, _ = parse.event_meta(b'{"locationId": "loc1", "type": "Brand<New>Event"}')
-    assert meta.event_type == "BrandNewEvent"
+    # a type GHL does not document is routed as Unknown: free text from the payload never reaches the
+    # audit chain (the event's own `type` field flows on and is redacted with the rest)
+    meta, obj = parse.event_meta(b'{"locationId": "loc1", "type": "Brand<New>Event"}')
+    assert meta.event_type == "Unknown" and obj["type"] == "Brand<New>Event"
+    meta, _ = parse.event_meta(b'{"locationId": "loc1", "type": "Quinta Marbleworth 212-555-0142"}')
+    assert meta.event_type == "Unknown"
+    for path in sorted(FIXTURES.glob("*.json")):  # every documented event name is known
+        name = path.stem.split("__")[0]
+        assert name == "WorkflowWebhook" or name in parse.KNOWN_EVENT_TYPES, name
+
+
+def test_a_routing_field_of_the_wrong_type_does_not_lose_the_others() -> None:
+    for odd in ('"type": 7', '"contactId": {}', '"webhookId": {"a": 1}', '"companyId": []'):
+        meta, _ = parse.event_meta(('{"locationId": "LocGamma03", "contactId": "c9", "webhookId": "w-1", '
+                                    + odd + "}").encode())
+        assert meta.tenant == "LocGamma03", odd
+    meta, _ = parse.event_meta(b'{"locationId": "LocGamma03", "type": 7, "contactId": "c9", "webhookId": "w-1"}')
+    assert (meta.contact, meta.dedup_key, meta.event_type) == ("c9", "w:w-1", "Unknown")
+
+
+def test_events_without_a_trusted_location_do_not_share_webhook_ids() -> None:
+    a, _ = parse.event_meta(b'{"locationId": "../one", "webhookId": "w-same", "body": "one"}')
+    b, _ = parse.event_meta(b'{"locationId": "../two", "webhookId": "w-same", "body": "two"}')
+    assert a.tenant == b.tenant == "_unknown" and a.dedup_key != b.dedup_key
+    again, _ = parse.event_meta(b'{"locationId": "../one", "webhookId": "w-same", "body": "one"}')
+    assert again.dedup_key == a.dedup_key  # the same payload sent again is still a duplicate
+
+
+@pytest.mark.parametrize("depth", [65, 300, 2000, 100_000])
+def test_deeply_nested_bodies_are_a_clear_parse_error(depth: int) -> None:
+    body = b'{"locationId": "loc1", "x": ' + b"[" * depth + b"]" * depth + b"}"
+    with pytest.raises(parse.ParseError, match="nests deeper than 64 levels"):
+        parse.event_meta(body)
+    ok = b'{"locationId": "loc1", "x": ' + b"[" * 60 + b"]" * 60 + b"}"
+    assert parse.event_meta(ok)[0].tenant == "loc1"
 
 
 def test_workflow_payload_routes_by_location_object_and_hashes() -> None:

@@ -37,7 +37,8 @@ def build_ctx(ctx: dict[str, Any], settings: Settings, stage: str) -> None:
 
         model = settings.pii_spacy_model if settings.pii_spacy_model.lower() not in {"", "none"} else None
         redactor = Redactor(pseudonym_key=km.pseudonym_key, spacy_model=model,
-                            max_field_chars=settings.pii_max_field_chars)
+                            max_field_chars=settings.pii_max_field_chars,
+                            max_event_chars=settings.pii_max_event_chars)
     contexts = None
     if stage == "persist":
         contexts = ContextStore(redis, keys.envelope_crypto(settings, redis, km.keyring), prefix=settings.key_prefix,
