@@ -93,7 +93,10 @@ PII_FIELDS: dict[str, str] = {
     **dict.fromkeys(["companyname", "businessname", "company", "employer"], "ORGANIZATION"),
     **dict.fromkeys(["website", "websiteurl", "linkedin", "facebook", "twitter", "instagram"], "URL"),
     **dict.fromkeys(["ssn", "socialsecuritynumber", "taxid"], "US_SSN"),
-    **dict.fromkeys(["password", "apikey", "accesstoken", "refreshtoken", "secret", "authorization", "token"],
+    **dict.fromkeys(["password", "passwd", "apikey", "xapikey", "apisecret", "accesstoken", "refreshtoken",
+                     "idtoken", "authtoken", "xauthtoken", "bearertoken", "sessiontoken", "secret", "secretkey",
+                     "clientsecret", "webhooksecret", "privatekey", "accesskey", "authorization", "token",
+                     "cookie", "setcookie"],
                     "CREDENTIAL"),
 }
 #: ``name`` is a person only inside a contact-like object (see :func:`_is_person_object`)
@@ -116,6 +119,11 @@ SAFE_FIELDS = {
 _ID_KEY = re.compile(r"(?:^_?id$|Id$|ID$|Ids$|_id$|_ids$)")
 _ID_VALUE = re.compile(r"^[A-Za-z0-9_\-.:]{1,80}$")
 _LONG_DIGITS = re.compile(r"\d{7,}")
+#: a key that may itself be personal data (an e-mail, a phone number, a sentence used as a key)
+_PII_KEY = re.compile(r"@|\d{7,}|\s|^.{65,}$", re.S)
+#: number leaves worth scanning: 9-19 digits (phones, cards, accounts), unless the key says time or date
+_NUMBER_TEXT = re.compile(r"^\d{9,19}$")
+_TIME_KEY = re.compile(r"(?i)time|date|epoch|(?:^|_)ts$|At$|_at$|created|updated|expire")
 _PHONEISH = re.compile(r"^[+\d][\d\s().\-]+$")
 _ENUM_VALUE = re.compile(r"^[\w .,'/&()\-]{0,64}$")
 _ISO_TS = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$")
@@ -437,6 +445,10 @@ class Redactor:
             if kind is not None:
                 field(kind, value, setter, key_norm)
                 return
+            if isinstance(value, int) and not isinstance(value, bool) and not is_id \
+                    and _NUMBER_TEXT.match(str(value)) and not _TIME_KEY.search(raw_key):
+                free.append((setter, str(value)))  # a phone or card sent as a JSON number
+                return
             if not isinstance(value, str) or not value.strip():
                 return
             if _ISO_TS.match(value.strip()):
@@ -448,16 +460,23 @@ class Redactor:
                                      f"{self.max_field_chars}")
             free.append((setter, value))
 
+        pii_keys: list[tuple[dict[str, Any], str]] = []  # keys that may themselves be personal data
+
         def walk(obj: dict[str, Any], *, parent_norm: str, custom: bool = False) -> None:
             norms = {_norm_key(k): k for k in obj if isinstance(k, str)}
             person_obj = parent_norm in PERSON_CONTAINERS or bool(PERSON_MARKERS & norms.keys())
             for k in list(obj):
                 if not isinstance(k, str):
                     continue
+                if _PII_KEY.search(k):
+                    if len(k) > self.max_field_chars:
+                        raise RedactionError(f"key of {len(k)} chars exceeds PII_MAX_FIELD_CHARS="
+                                             f"{self.max_field_chars}")
+                    pii_keys.append((obj, k))
                 leaf(_norm_key(k), k, obj[k], _key_setter(obj, k), person_obj=person_obj, custom=custom)
 
         walk(out, parent_norm="")
-        total = sum(len(v) for _, v in free)
+        total = sum(len(v) for _, v in free) + sum(len(k) for _, k in pii_keys)
         if total > self.max_event_chars:  # bounds the time and memory one event can take (spaCy grows with it)
             raise RedactionError(f"event has {total} characters of free text, over PII_MAX_EVENT_CHARS="
                                  f"{self.max_event_chars}")
@@ -466,6 +485,15 @@ class Redactor:
             for (setter, _), r in zip(free, res, strict=True):
                 if r.findings:
                     setter(r.redacted)
+                    counts.update(f.type for f in r.findings)
+        if pii_keys:  # after the values: renaming a key must not strand its value's setter
+            res = self.redact_texts(tenant, [k for _, k in pii_keys], known=known)
+            for (obj, k), r in zip(pii_keys, res, strict=True):
+                if r.findings and k in obj:
+                    new_key, n = r.redacted, 1
+                    while new_key in obj:
+                        new_key, n = f"{r.redacted}#{n}", n + 1
+                    obj[new_key] = obj.pop(k)
                     counts.update(f.type for f in r.findings)
         return out, dict(counts)
 

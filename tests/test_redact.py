@@ -682,3 +682,23 @@ def test_event_cap_bounds_the_free_text_of_one_event() -> None:
         assert not is_transient_error(exc)
     assert build_redactor_from_env({"PII_SPACY_MODEL": "none", "PII_MAX_EVENT_CHARS": "1234",
                                     "PII_PSEUDONYM_KEY": base64.b64encode(KEY).decode()}).max_event_chars == 1234
+
+
+def test_pii_in_keys_numbers_and_credential_headers(red: Redactor) -> None:
+    """Places a hostile-payload pass found unscanned: object keys, JSON numbers, API-key header names."""
+    ev = {"type": "Unknown", "locationId": "l1",
+          "data": {"quinta.marbleworth@example.org": "subscribed", "+1 212-555-0142": "mobile",
+                   "Budget Range": "450k-500k"},
+          "cardNumber": 4111111111111111, "digits": 2125550142, "dateAdded": 1764800000000, "lot": 7,
+          "actions": [{"settings": {"headers": {"X-Api-Key": "ZZAPIKEY77ab", "Cookie": "sid=abc123",
+                                                "Content-Type": "application/json"}}}]}
+    out, counts = red.redact_event("l1", ev)
+    text = json.dumps(out)
+    for value in ("quinta.marbleworth@example.org", "212-555-0142", "4111111111111111", "2125550142",
+                  "ZZAPIKEY77ab", "sid=abc123"):
+        assert value not in text, value
+    assert out["data"]["Budget Range"] == "450k-500k" and len(out["data"]) == 3  # a plain key and its value stay
+    assert out["dateAdded"] == 1764800000000 and out["lot"] == 7  # timestamps and small numbers stay numbers
+    assert out["actions"][0]["settings"]["headers"]["Content-Type"] == "application/json"
+    assert counts["EMAIL_ADDRESS"] == 1 and counts["PHONE_NUMBER"] == 2 and counts["CREDIT_CARD"] == 1
+    assert counts["CREDENTIAL"] == 2
