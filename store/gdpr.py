@@ -32,7 +32,10 @@ import msgspec
 import orjson
 from redis.asyncio import Redis
 
+from pipeline.models import Envelope, EventMeta, StageJob, unpack
+from pipeline.parse import ParseError, event_meta
 from pipeline.pseudonym import pseudonymize_id
+from pipeline.stages import envelope_aad
 from store.context import ContextStore
 from store.crypto import EnvelopeCrypto, contact_scope
 from store.keyring import DecryptError
@@ -74,9 +77,15 @@ class Gdpr:
     def k(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
 
+    def _open_envelope(self, env: Envelope) -> tuple[bytes, EventMeta | None]:
+        """An envelope's body, decrypted, and where it routes (None when the body does not parse)."""
+        body = self.crypto.keyring.open(env.body, envelope_aad(env.event_id))
+        try:
+            return body, event_meta(body, env.tenant_hint)[0]
+        except ParseError:
+            return body, None
+
     async def _dead_letters(self, tenant: str, contact: str) -> list[dict[str, Any]]:
-        from pipeline.models import Envelope, StageJob, unpack
-        from pipeline.parse import ParseError, event_meta
         from store.dlq import DeadLetterStore
 
         dlq = DeadLetterStore(self.r, self.crypto.keyring, prefix=self.prefix)
@@ -92,12 +101,10 @@ class Gdpr:
             body: bytes | None = None
             try:
                 if entry.stage == "dedup":
-                    env = unpack(payload, Envelope)
-                    body = self.crypto.keyring.open(env.body, b"envelope\x1f" + env.event_id.encode())
-                    try:
-                        meta, _ = event_meta(body, env.tenant_hint)
+                    body, meta = self._open_envelope(unpack(payload, Envelope))
+                    if meta is not None:
                         named = meta.tenant == tenant and meta.contact == contact
-                    except ParseError:  # cannot route it: match on the raw bytes (ids long enough to be unique)
+                    else:  # cannot route it: match on the raw bytes (ids long enough to be unique)
                         named = len(contact) >= MIN_RAW_MATCH and contact.encode() in body
                 elif entry.stage != "audit":
                     job = unpack(payload, StageJob)
@@ -113,9 +120,6 @@ class Gdpr:
 
     def _job_names(self, tenant: str, contact: str, value: bytes, event_ids: set[str]) -> bool:
         """Does this arq job (or result) belong to one of the contact's events, or name the contact?"""
-        from pipeline.models import Envelope, StageJob, unpack
-        from pipeline.parse import ParseError, event_meta
-
         try:
             d = msgspec.msgpack.decode(value)
             fn, args = d.get("f"), d.get("a") or []
@@ -125,12 +129,8 @@ class Gdpr:
                 env = unpack(args[0], Envelope)
                 if env.event_id in event_ids:
                     return True
-                body = self.crypto.keyring.open(env.body, b"envelope\x1f" + env.event_id.encode())
-                try:
-                    meta, _ = event_meta(body, env.tenant_hint)
-                except ParseError:
-                    return False
-                return meta.tenant == tenant and meta.contact == contact
+                _, meta = self._open_envelope(env)
+                return meta is not None and meta.tenant == tenant and meta.contact == contact
             if fn in {"rate", "redact", "persist"}:
                 job = unpack(args[0], StageJob)
                 return job.event_id in event_ids or (job.tenant == tenant and job.contact == contact)
