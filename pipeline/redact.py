@@ -298,10 +298,7 @@ class Redactor:
         for t in texts:
             if not isinstance(t, str):
                 raise RedactionError(f"expected str, got {type(t).__name__}")
-            if len(t) > self.max_field_chars:
-                raise RedactionError(
-                    f"field of {len(t)} chars exceeds PII_MAX_FIELD_CHARS={self.max_field_chars}"
-                )
+            self._check_cap(t)
         with self._lock:
             return self._redact_texts(tenant, texts, known)
 
@@ -388,6 +385,11 @@ class Redactor:
 
     # -- events -----------------------------------------------------------------------------
 
+    def _check_cap(self, text: str, what: str = "field") -> None:
+        """A string over ``max_field_chars`` fails the redaction (never truncated, never passed on)."""
+        if len(text) > self.max_field_chars:
+            raise RedactionError(f"{what} of {len(text)} chars exceeds PII_MAX_FIELD_CHARS={self.max_field_chars}")
+
     def redact_event(self, tenant: str, event: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
         """Redacted deep copy of a GHL payload, and counts per entity type."""
         if not isinstance(event, dict):
@@ -403,9 +405,7 @@ class Redactor:
                     return
                 if kind != "DATE_OF_BIRTH" and _ISO_TS.match(value.strip()):
                     return
-                if len(value) > self.max_field_chars:
-                    raise RedactionError(f"field of {len(value)} chars exceeds PII_MAX_FIELD_CHARS="
-                                     f"{self.max_field_chars}")
+                self._check_cap(value)
                 setter(placeholder(self._key, tenant, kind, value))
                 counts[kind] += 1
                 known.append((kind, value))
@@ -455,9 +455,7 @@ class Redactor:
                 return
             if key_norm in SAFE_FIELDS and _safe_enum(value):
                 return
-            if len(value) > self.max_field_chars:
-                raise RedactionError(f"field of {len(value)} chars exceeds PII_MAX_FIELD_CHARS="
-                                     f"{self.max_field_chars}")
+            self._check_cap(value)
             free.append((setter, value))
 
         pii_keys: list[tuple[dict[str, Any], str]] = []  # keys that may themselves be personal data
@@ -469,9 +467,7 @@ class Redactor:
                 if not isinstance(k, str):
                     continue
                 if _PII_KEY.search(k):
-                    if len(k) > self.max_field_chars:
-                        raise RedactionError(f"key of {len(k)} chars exceeds PII_MAX_FIELD_CHARS="
-                                             f"{self.max_field_chars}")
+                    self._check_cap(k, "key")
                     pii_keys.append((obj, k))
                 leaf(_norm_key(k), k, obj[k], _key_setter(obj, k), person_obj=person_obj, custom=custom)
 
