@@ -194,14 +194,11 @@ async def replay(pool: ArqRedis, settings: Settings, keyring: Keyring, dlq_id: s
     detail = {**where, "dlq_id": dlq_id, "stage": entry.stage, "replay": str(n)}
     if body_override is not None:
         detail["body"] = "corrected"
-    if entry.stage != "audit":
-        await _audit_store(pool, settings).append(
-            entry.tenant, event_id=entry.event_id, stage="operator", outcome=f"dlq_replay_{n}",
-            actor=who, detail=detail)
-    else:  # the tenant's chain is what failed to take this record: the replay is noted on the system chain
-        await _audit_store(pool, settings).append(
-            SYSTEM_TENANT, event_id=f"{entry.event_id}:{dlq_id}", stage="operator", outcome=f"dlq_replay_{n}",
-            actor=who, detail={**detail, "tenant": entry.tenant})
+    chain, record_id = entry.tenant, entry.event_id
+    if entry.stage == "audit":  # the tenant's chain is what failed to take this record: note it on the system chain
+        chain, record_id, detail["tenant"] = SYSTEM_TENANT, f"{entry.event_id}:{dlq_id}", entry.tenant
+    await _audit_store(pool, settings).append(
+        chain, event_id=record_id, stage="operator", outcome=f"dlq_replay_{n}", actor=who, detail=detail)
     return ReplayResult(dlq_id, True, entry.stage, entry.event_id, f"replay #{n} enqueued", job_id)
 
 
@@ -213,9 +210,8 @@ async def replay_all(pool: ArqRedis, settings: Settings, keyring: Keyring, filte
     f.state = "dead"
     entries = await list_dead_letters(pool, settings, keyring, f, limit=10**9)
     report = ReplayReport(total=len(entries), dry_run=dry_run)
-    who = actor or None  # each replay records this process's operator and where from
-    for i, e in enumerate(entries, 1):
-        res = await replay(pool, settings, keyring, e.id, actor=who, dry_run=dry_run)
+    for i, e in enumerate(entries, 1):  # without an actor, each replay records this process's operator
+        res = await replay(pool, settings, keyring, e.id, actor=actor, dry_run=dry_run)
         report.results.append(res)
         report.replayed += res.replayed
         report.skipped += not res.replayed
