@@ -119,9 +119,9 @@ async def login_submit(request: Request) -> Response:
             ok.delete_cookie(LOGIN_COOKIE, path=base_path(request) or "/")
             ok.headers.update(SECURITY_HEADERS)
             return ok
-        exists = await deps.users.get(name) is not None
-        st = await deps.throttle.failure(name, client_addr(request), user_exists=exists)
+        st = await deps.throttle.failure(name, client_addr(request))
         if st.just_locked:
+            exists = await deps.users.get(name) is not None  # a typed unknown name is never recorded
             await audit_action(deps, request, None, "login_lockout",
                                {"scope": st.scope, "failures": str(st.failures),
                                 "lockout_s": str(deps.settings.login_lockout_s)},

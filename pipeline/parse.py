@@ -114,7 +114,7 @@ def event_meta(body: bytes, tenant_hint: str = "") -> tuple[EventMeta, dict[str,
         tenant = _clean_id(_str(obj, "altId"))
     if not tenant and isinstance(raw_type, str) and raw_type.startswith("Location"):
         tenant = _clean_id(_str(obj, "id"))
-    if not tenant and _str(obj, "companyId"):
+    if not tenant:
         company = _clean_id(_str(obj, "companyId"))
         tenant = f"agency-{company}" if company else ""
     if tenant_hint:

@@ -379,11 +379,11 @@ class LoginThrottle:
             return n, bool(first)
         return n, False
 
-    async def failure(self, name: str, addr: str, *, user_exists: bool) -> ThrottleState:
+    async def failure(self, name: str, addr: str) -> ThrottleState:
         n_addr, addr_locked = await self._bump("addr", addr, self.max_failures * self.ADDRESS_FACTOR)
         if addr_locked:
             return ThrottleState(True, True, "address", n_addr)
-        if user_exists or _NAME_RE.match(name or ""):
+        if _NAME_RE.match(name or ""):  # every real user name matches: they are checked at creation
             n_user, user_locked = await self._bump("user", name, self.max_failures)
             if user_locked:
                 return ThrottleState(True, True, "user", n_user)
