@@ -19,6 +19,7 @@ from ghl_intake.demo_data import fixture_webhooks
 from ghl_intake.signing import GhlSigner
 from tests.conftest import make_settings
 from tests.harness import pipeline
+from tests.test_gdpr import env_of
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY_SETTINGS = ("INTAKE_MASTER_KEYS", "INTAKE_PSEUDONYM_KEY", "INTAKE_AUDIT_SIGNING_KEY")
@@ -114,9 +115,7 @@ def test_stats_json_shape_and_counts(real_redis_url: str, monkeypatch: pytest.Mo
         await r.aclose()
 
     asyncio.run(heartbeat_scheduled())
-    for k, v in {"REDIS_URL": settings.redis_url, "INTAKE_KEY_PREFIX": settings.key_prefix,
-                 "INTAKE_MASTER_KEYS": settings.master_keys, "INTAKE_PSEUDONYM_KEY": settings.pseudonym_key,
-                 "INTAKE_AUDIT_SIGNING_KEY": settings.audit_signing_key}.items():
+    for k, v in env_of(settings).items():
         monkeypatch.setenv(k, v)
     assert main(["stats", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
