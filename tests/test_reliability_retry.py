@@ -189,6 +189,22 @@ async def _wait_in_progress(pool: Any, timeout_s: float = 30) -> int:
     raise AssertionError("worker never started a job")
 
 
+async def _freeze_with_jobs_in_flight(proc: subprocess.Popen[bytes], pool: Any, tries: int = 200) -> set[bytes]:
+    """SIGSTOP the worker at a moment it holds jobs, so what it holds cannot change before the kill.
+
+    Between two batches a fast worker may briefly hold none; it is then let go on for a moment and
+    frozen again. Returns the in-progress keys it holds (empty only if it never held any)."""
+    for _ in range(tries):
+        proc.send_signal(signal.SIGSTOP)
+        await asyncio.sleep(0.02)  # let Redis run what the worker had already sent
+        held = {k async for k in pool.scan_iter(match="arq:in-progress:*", count=1000)}
+        if held:
+            return held
+        proc.send_signal(signal.SIGCONT)
+        await asyncio.sleep(0.002)
+    return set()
+
+
 async def _wait_drained(pool: Any, settings: Any, timeout_s: float) -> float:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout_s:
@@ -211,17 +227,16 @@ async def test_sigkilled_worker_jobs_come_back_after_in_progress_expiry(rel_redi
     """SIGKILL a worker mid-backlog: its in-flight jobs wait for arq's in-progress key, then run once."""
     keys = generate_env("w1")
     prefix = f"w{uuid.uuid4().hex[:6]}"
-    settings, pool, ids = await _fill_audit_queue(rel_redis_url, prefix, keys, 3000)
+    settings, pool, ids = await _fill_audit_queue(rel_redis_url, prefix, keys, 6000)
     env = _worker_env(rel_redis_url, prefix, keys, INTAKE_STAGE_TIMEOUT_S="1", INTAKE_WORKER_CONCURRENCY="20")
     w1 = _start_worker("audit", env, tmp_path / "w1.log")
     try:
         await _wait_in_progress(pool)
-        await asyncio.sleep(0.3)
-        await _wait_in_progress(pool)  # kill while jobs are in flight
+        await asyncio.sleep(0.1)
+        stranded = await _freeze_with_jobs_in_flight(w1, pool)
         w1.send_signal(signal.SIGKILL)
         w1.wait(10)
         killed_at = time.monotonic()
-        stranded = {k async for k in pool.scan_iter(match="arq:in-progress:*", count=1000)}
         assert stranded, "no job was in flight when the worker died"
         w2 = _start_worker("audit", env, tmp_path / "w2.log")
         try:
