@@ -536,7 +536,9 @@ class LeadStreetAddressRecognizer(GuardedPatternRecognizer):
     def __init__(self, timeout_s: float = 1.0) -> None:
         street = (
             rf"(?<![\w$#.,/\-]){_HOUSE}\s+(?:{_DIR}\s+)?"
-            rf"(?:(?!{_STOP}\b)[a-z0-9][a-z0-9'.\-]*\s+){{1,4}}?{_SUFFIX}\b\.?(?:\s+{_DIR}(?![\w/]))?{_UNIT}"
+            rf"(?:(?!{_STOP}\b)[a-z0-9][a-z0-9'.\-]*\s+){{1,4}}?{_SUFFIX}\b\.?"
+            # a street name that is itself a suffix word: "Pecan Grove Cv", "Brook Hollow Ln"
+            rf"(?:\s+{_SUFFIX}\b\.?)?(?:\s+{_DIR}(?![\w/]))?{_UNIT}"
         )
         route = rf"(?<![\w$#.,/\-]){_HOUSE}\s+(?:{_DIR}\s+)?{_ROUTE}\b(?:\s+{_DIR}(?![\w/]))?{_UNIT}"
         # the street type first: "4405 Avenue B", "7405 Calle Sol", "12 Camino de la Vista"
@@ -717,6 +719,7 @@ COMMON_WORDS = frozenset(
     de del la el los las y en con por para un una muy que su mi tu es soy estoy busco hola gracias casa
     saludos buenas buenos dias tardes noches se le lo al nos
     outside inside upstairs downstairs nearby summer winter spring fall autumn weekend weekday raining snowing
+    zelle venmo paypal cashapp wire offer offers counteroffer contract addendum appraisal inspection
     """.split()
 ) | frozenset(_SUFFIX_WORDS) | frozenset(_ID_WORDS) | frozenset(("ph", "tel", "desk", "main", "direct", "whatsapp"))
 

@@ -205,6 +205,9 @@ def test_dob(red: Redactor, text: str, value: str) -> None:
         ("office: 500 N Congress Ave Suite 200", "500 N Congress Ave Suite 200"),
         ("mail PO Box 1234 please", "PO Box 1234"),
         ("cma on 77 old mill creek rd?", "77 old mill creek rd"),
+        # a street name that is itself a suffix word: the suffix after it goes too
+        ("We are at 4410 Pecan Grove Cv, Austin TX 78745", "4410 Pecan Grove Cv"),
+        ("the house at 12 Brook Hollow Ln is 3 beds", "12 Brook Hollow Ln"),
     ],
 )
 def test_street_address(red: Redactor, text: str, value: str) -> None:
@@ -274,6 +277,8 @@ KEEP = [
     "closing 12/15/2026", "Order #8166808862", "form 4506-C", "see D3 and H1", "HOA $120/mo", "rate 6.25%",
     "0.25 acre lot", "3 bed 2 bath", "2 car garage", "unit 4B", "see 3 homes on the way", "version 1.2.3",
     "Lakeside Realty Group", "Subject: Order Confirmed", "https://www.example.com/listing/2045513",
+    # words the small spaCy model took for names
+    "Paid the deposit by Zelle yesterday", "see form 1099-S. Offer is 450k", "sent it by Venmo",
 ]
 
 
