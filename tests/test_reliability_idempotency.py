@@ -102,7 +102,11 @@ async def rig(rel_redis_url: str) -> Any:
     settings = make_settings(rel_redis_url, pii_spacy_model="none", worker_concurrency=4)
     pool: Any = make_pool(settings)
     await pool.hset(settings.key("tenant", TENANT), mapping={"tier": "enterprise"})
-    yield Rig(settings, pool)
+    rig = Rig(settings, pool)
+    yield rig
+    for c in rig.ctxs.values():
+        if "audit" in c:  # the audit store holds a connection of its own
+            await c["audit"].aclose()
     await pool.aclose()
 
 
