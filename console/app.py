@@ -40,6 +40,7 @@ from .auth import (
     base_path,
     client_addr,
     cookie_secret,
+    cross_site,
     deps_of,
     error_page,
     load_session,
@@ -266,6 +267,8 @@ async def audit_verify(request: Request) -> Response:
 async def audit_export(request: Request) -> Response:
     deps = deps_of(request)
     user = request.state.session.user
+    if cross_site(request):  # a GET that writes an audit record: not on another site's behalf
+        raise Denied("export links work only from the console itself", status=403)
     tenant = require_tenant(user, request.query_params.get("tenant", ""))
     since, until = request.query_params.get("since") or None, request.query_params.get("until") or None
     try:

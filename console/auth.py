@@ -134,6 +134,12 @@ def same_origin(request: Request) -> bool:
     return origin in {f"{request.url.scheme}://{host}", f"http://{host}", f"https://{host}"}
 
 
+def cross_site(request: Request) -> bool:
+    """A browser says the request came from another site (``Sec-Fetch-Site``): a link or a form
+    elsewhere. Absent (non-browser clients, older browsers) or ``none`` (typed, bookmarked) is fine."""
+    return request.headers.get("sec-fetch-site", "").lower() in {"cross-site", "same-site"}
+
+
 async def audit_action(deps: ConsoleDeps, request: Request, user: User | None, action: str,
                        detail: dict[str, str], *, via: str, actor: str | None = None) -> None:
     """One record on the system chain for a console/API action or a security event."""

@@ -324,6 +324,15 @@ async def test_analyst_is_read_only(env: Env) -> None:
         exp = await c.get(f"/console/audit/export?tenant={TENANT_A}")
         assert exp.status_code == 200 and exp.headers["content-type"].startswith("application/x-ndjson")
         assert exp.text.count("\n") >= 12
+        # a link on another site that a logged-in browser follows: refused, and nothing audited
+        before = len(await env.deps.audit.records(SYSTEM_TENANT))
+        for site in ("cross-site", "same-site"):
+            r = await c.get(f"/console/audit/export?tenant={TENANT_A}", headers={"Sec-Fetch-Site": site})
+            assert r.status_code == 403 and "x-ndjson" not in r.headers.get("content-type", ""), site
+        assert len(await env.deps.audit.records(SYSTEM_TENANT)) == before
+        for site in ("same-origin", "none"):
+            r = await c.get(f"/console/audit/export?tenant={TENANT_A}", headers={"Sec-Fetch-Site": site})
+            assert r.status_code == 200, site
         assert (await c.get("/console/security")).status_code == 403
     entry = await DeadLetterStore(env.redis, env.deps.keyring, prefix=env.deps.settings.key_prefix).get(
         env.seeded.dlq_a)
