@@ -136,14 +136,26 @@ class TenantRegistry:
 
         ``tier`` is written when given; without one a new tenant follows ``INTAKE_DEFAULT_TIER`` and an
         existing tenant keeps the tier it has."""
+        new, _ = await self.add_with_credentials(tenant, tier=tier)
+        return new
+
+    async def add_with_credentials(self, tenant: str, *, tier: str | None = None,
+                                   credentials: dict[str, str] | None = None) -> tuple[bool, builtins.list[str]]:
+        """Register a tenant (as :meth:`add`) and store credentials (as :meth:`set_credentials`) in
+        one Redis transaction: a failure leaves neither a tenant without its credentials nor
+        credentials without a tenant. Returns (new tenant, credential names changed)."""
         validate_tenant(tenant)
         if tier is not None:
             _tier(tier)
-        new = bool(await self._r.hsetnx(self.key(tenant), "created_at", repr(time.time())))
+        mapping, delete = await self._sealed_credentials(tenant, credentials or {})
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hsetnx(self.key(tenant), "created_at", repr(time.time()))
         if tier is not None:
-            await self._r.hset(self.key(tenant), "tier", tier)
-        await self._r.sadd(self.index, tenant)
-        return new
+            pipe.hset(self.key(tenant), "tier", tier)
+        pipe.sadd(self.index, tenant)
+        self._queue_credentials(pipe, tenant, mapping, delete)
+        res = await pipe.execute()
+        return bool(res[0]), sorted([*mapping, *delete])
 
     async def exists(self, tenant: str) -> bool:
         return TENANT_RE.fullmatch(tenant or "") is not None and bool(await self._r.sismember(self.index, tenant))
@@ -246,22 +258,31 @@ class TenantRegistry:
             raise KeyError(f"unknown tenant {tenant!r}")
         given = {"anthropic_api_key": anthropic_api_key, "ghl_api_key": ghl_api_key,
                  "ghl_calendar_id": ghl_calendar_id}
+        mapping, delete = await self._sealed_credentials(tenant, {k: v for k, v in given.items() if v is not None})
+        pipe = self._r.pipeline(transaction=True)
+        self._queue_credentials(pipe, tenant, mapping, delete)
+        await pipe.execute()
+        return sorted([*mapping, *delete])
+
+    async def _sealed_credentials(self, tenant: str,
+                                  given: dict[str, str]) -> tuple[dict[str, bytes], builtins.list[str]]:
+        """Credentials to write (sealed) and to delete (given as ""); unknown names refused."""
         mapping: dict[str, bytes] = {}
         delete: list[str] = []
         for name, value in given.items():
-            if value is None:
-                continue
+            if name not in CREDENTIALS:
+                raise ValueError(f"unknown credential {name!r}")
             if value == "":
                 delete.append(name)
             else:
                 mapping[name] = await self.crypto.seal_for(tenant, None, f"cred:{name}", value.encode())
-        pipe = self._r.pipeline(transaction=True)
+        return mapping, delete
+
+    def _queue_credentials(self, pipe: Any, tenant: str, mapping: dict[str, bytes], delete: builtins.list[str]) -> None:
         if mapping:
             pipe.hset(self.key(tenant, "creds"), mapping=mapping)
         if delete:
             pipe.hdel(self.key(tenant, "creds"), *delete)
-        await pipe.execute()
-        return sorted([*mapping, *delete])
 
     async def credentials(self, tenant: str) -> dict[str, str]:
         if not TENANT_RE.fullmatch(tenant or ""):
@@ -401,8 +422,8 @@ async def import_dir(reg: TenantRegistry, directory: Any, *, fernet_key: str | N
         if dry_run:
             report.files.append(FileReport(path.name, tenant, "would-import", what, changed))
             continue
-        if current is None:
-            await reg.add(tenant, tier=tier)
-        await reg.set_credentials(tenant, **{k: creds[k] for k in changed})
+        # the tenant and its credentials in one transaction: a file is imported whole or not at all
+        await reg.add_with_credentials(tenant, tier=tier if current is None else None,
+                                       credentials={k: creds[k] for k in changed})
         report.files.append(FileReport(path.name, tenant, "imported", what, changed))
     return report

@@ -11,11 +11,13 @@ import fakeredis
 import pytest
 from cryptography.fernet import Fernet
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from ghl_intake.cli import main
 from ghl_intake.keys import generate_env
 from store.keyring import Keyring
 from store.tenants import TenantRegistry, import_dir
+from tests import test_reliability_support as support
 
 
 def write_fixtures(d: Path, fkey: bytes) -> dict[str, dict[str, str]]:
@@ -137,3 +139,34 @@ def test_import_cli_real_redis(tmp_path: Path, real_redis_url: str, monkeypatch:
     import asyncio
 
     asyncio.run(check())
+
+
+private_redis_server = support.private_redis_server
+
+
+async def test_a_redis_failure_mid_import_leaves_nothing_half_written(
+        tmp_path: Path, private_redis_server: support.RedisServer | None) -> None:
+    """A real Redis refuses the credentials write (an ACL that lets this user register a tenant but
+    not store its credentials): the tenant is not registered either, and a re-run imports it whole."""
+    if private_redis_server is None:
+        pytest.skip("needs the redis-server binary")
+    (tmp_path / "locAtom.json").write_text(json.dumps({"ghl_api_key": "pit-atom-1", "ghl_calendar_id": "cal_a"}))
+    admin = Redis.from_url(private_redis_server.url)
+    await admin.execute_command("ACL", "SETUSER", "importer", "on", ">pw", "+@all", "~imp:dk:*",
+                                "~imp:tenants", "~imp:tenant:locAtom", "%R~imp:tenant:locAtom:creds")
+    limited = Redis(port=private_redis_server.port, username="importer", password="pw")
+    keyring = Keyring([("k1", os.urandom(32))])
+    try:
+        with pytest.raises(ResponseError):
+            await import_dir(TenantRegistry(limited, keyring, prefix="imp"), tmp_path)
+        # neither the registration nor the tenant hash nor any credential was written
+        assert await admin.exists("imp:tenant:locAtom", "imp:tenant:locAtom:creds") == 0
+        assert not await admin.sismember("imp:tenants", "locAtom")
+        reg = TenantRegistry(admin, keyring, prefix="imp")
+        assert not await reg.exists("locAtom")
+        rep = await import_dir(reg, tmp_path)
+        assert [(f.tenant, f.status) for f in rep.files] == [("locAtom", "imported")]
+        assert await reg.credentials("locAtom") == {"ghl_api_key": "pit-atom-1", "ghl_calendar_id": "cal_a"}
+    finally:
+        await limited.aclose()
+        await admin.aclose()
