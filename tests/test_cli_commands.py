@@ -20,6 +20,7 @@ from ghl_intake.signing import GhlSigner
 from tests.conftest import make_settings
 from tests.harness import pipeline
 from tests.test_gdpr import env_of
+from workers.stages import CRON_AUDIT_TICK
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY_SETTINGS = ("INTAKE_MASTER_KEYS", "INTAKE_PSEUDONYM_KEY", "INTAKE_AUDIT_SIGNING_KEY")
@@ -111,7 +112,7 @@ def test_stats_json_shape_and_counts(real_redis_url: str, monkeypatch: pytest.Mo
         from redis.asyncio import Redis
 
         r = Redis.from_url(real_redis_url)
-        await r.zadd(settings.key("q", "audit"), {"cron_audit_tick:1764800000000": time.time() * 1000 + 4000})
+        await r.zadd(settings.key("q", "audit"), {f"{CRON_AUDIT_TICK}_{settings.key_prefix}:1764800000000": time.time() * 1000 + 4000})
         await r.aclose()
 
     asyncio.run(heartbeat_scheduled())

@@ -66,6 +66,24 @@ def test_worker_timeouts_are_short_and_ordered() -> None:
     assert base.recovery_s(defaults, "dedup") == 17.0 and base.recovery_s(defaults, "redact") == 32.0
 
 
+async def test_audit_ticks_of_two_deployments_on_one_redis_do_not_collide(rel_redis_url: str) -> None:
+    """arq's cron job ids are global to the Redis DB: each deployment's tick has an id of its own."""
+    a, b = make_settings(rel_redis_url), make_settings(rel_redis_url)
+    [cron_a], [cron_b] = worker_kwargs("audit", a)["cron_jobs"], worker_kwargs("audit", b)["cron_jobs"]
+    pool = make_pool(a)
+    try:
+        slot_ms = int(time.time() // 5 * 5 * 1000) + 5000
+        # as arq's scheduler enqueues a unique cron job: id "{name}:{ms of the slot}", on the worker's queue
+        first = await pool.enqueue_job(cron_a.name, _job_id=f"{cron_a.name}:{slot_ms}",
+                                       _queue_name=base.queue_name(a, "audit"))
+        second = await pool.enqueue_job(cron_b.name, _job_id=f"{cron_b.name}:{slot_ms}",
+                                        _queue_name=base.queue_name(b, "audit"))
+        assert first is not None and second is not None  # B's tick is not taken for A's
+        assert await pool.zcard(base.queue_name(b, "audit")) == 1
+    finally:
+        await pool.aclose()
+
+
 @pytest.fixture
 async def ctx(rel_redis_url: str) -> Any:
     settings = make_settings(rel_redis_url, stage_max_attempts=4, retry_base_s=0.2, stage_timeout_s=0.3)

@@ -93,6 +93,9 @@ STAGE_FNS: dict[str, Callable[[Any, dict[str, Any]], Awaitable[Handoff | None]]]
 }
 
 
+CRON_AUDIT_TICK = "cron_audit_tick"
+
+
 def worker_kwargs(stage: str, settings: Settings | None = None) -> dict[str, Any]:
     """Everything ``arq.Worker`` needs for one stage; settings from the environment when not given."""
     fixed = settings
@@ -118,7 +121,10 @@ def worker_kwargs(stage: str, settings: Settings | None = None) -> dict[str, Any
         # signed checkpoints on time and when idle, and the JSONL export, every 5 s
         # timeout = the stage's: arq's in-progress expiry (how long a SIGKILLed worker's jobs wait
         # before another worker takes them) is the longest function timeout of the worker + 10 s
-        kw["cron_jobs"] = [cron(audit_tick, name="cron_audit_tick", second=set(range(0, 60, 5)),
+        # arq's job ids are global to the Redis DB: the deployment's prefix in the name keeps the
+        # ticks of two deployments sharing one Redis (or the demo beside a deployment) apart
+        prefix = (settings or Settings.from_env()).key_prefix
+        kw["cron_jobs"] = [cron(audit_tick, name=f"{CRON_AUDIT_TICK}_{prefix}", second=set(range(0, 60, 5)),
                                 run_at_startup=True, timeout=kw["job_timeout"], keep_result=0, unique=True)]
     return kw
 
