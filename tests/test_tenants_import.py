@@ -117,7 +117,7 @@ def test_import_cli_real_redis(tmp_path: Path, real_redis_url: str, monkeypatch:
         monkeypatch.setenv(k, v)
     assert main(["tenants", "import", str(tmp_path), "--dry-run"]) == 1  # bad files: exit 1
     out = capsys.readouterr().out
-    assert "dry run: nothing written" in out and "would-import" in out
+    assert "dry run: nothing written" in out and "would-import" in out and "4 would be imported" in out
     assert main(["tenants", "list", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
     assert main(["tenants", "import", str(tmp_path), "--json"]) == 1

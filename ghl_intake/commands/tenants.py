@@ -208,7 +208,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         else:
             for f in report.files:
                 print(f"{f.status:<10} {f.file}  {f.detail}")
-            print(f"{len(report.files)} files: {report.imported} imported, {report.unchanged} unchanged, "
+            done = "would be imported" if args.dry_run else "imported"
+            print(f"{len(report.files)} files: {report.imported} {done}, {report.unchanged} unchanged, "
                   f"{report.failed} skipped{' (dry run: nothing written)' if args.dry_run else ''}")
         return 1 if report.failed else 0
 
