@@ -25,9 +25,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=os.environ.get("INTAKE_LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    level = os.environ.get("INTAKE_LOG_LEVEL", "").strip().upper() or "INFO"
+    if level not in LOG_LEVELS:
+        print(f"ghl-intake: INTAKE_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {level!r}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -43,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, SettingsError):
             print(f"ghl-intake: {exc}", file=sys.stderr)
             return 2
+        import redis.exceptions
+
+        if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+            print(f"ghl-intake: Redis is not reachable (REDIS_URL): {exc}", file=sys.stderr)
+            return 3
         raise
 
 

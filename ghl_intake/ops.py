@@ -62,6 +62,7 @@ class ReplayResult:
     event_id: str = ""
     message: str = ""
     job_id: str = ""
+    replayable: bool = False  # a dry run found an entry it would replay
 
 
 @dataclass
@@ -180,7 +181,8 @@ async def replay(pool: ArqRedis, settings: Settings, keyring: Keyring, dlq_id: s
     n = entry.replays + 1
     job_id = f"{entry.stage}:{entry.event_id}:r{n}"
     if dry_run:
-        return ReplayResult(dlq_id, False, entry.stage, entry.event_id, f"would enqueue {job_id}", job_id)
+        return ReplayResult(dlq_id, False, entry.stage, entry.event_id, f"would enqueue {job_id}", job_id,
+                            replayable=True)
     payload = await dlq.job(dlq_id)
     if body_override is not None:
         env = unpack(payload, Envelope)

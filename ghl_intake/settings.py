@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -41,16 +43,71 @@ def _float(name: str, default: float, env: dict[str, str]) -> float:
     if raw is None or raw == "":
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError as exc:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
+    if not math.isfinite(value):
+        raise SettingsError(f"{name} must be a finite number, got {raw!r}")
+    return value
+
+
+# Numeric settings whose value would make the service lose or stall events: (least, greatest).
+# Not listed: the value may be anything >= 0 (0 is "off" where it has a meaning, see the README).
+_YEAR_S = 365 * 24 * 3600
+LIMITS: dict[str, tuple[float, float]] = {
+    "retry_after_s": (1, 24 * 3600),
+    "standard_webhooks_tolerance_s": (1, _YEAR_S),
+    "failure_burst_threshold": (1, 10**9),
+    "failure_burst_window_s": (1, _YEAR_S),
+    "ops_port": (0, 65535),
+    "console_port": (0, 65535),
+    "dedup_ttl_s": (60, 10 * _YEAR_S),  # Redis EX; 0 would fail every dedup claim
+    "replay_window_s": (0, 10 * _YEAR_S),
+    "future_skew_s": (0, _YEAR_S),
+    "pii_max_field_chars": (1, 10**9),
+    "pii_max_event_chars": (1, 10**9),
+    "context_max_items": (1, 100_000),  # 0 would empty every context on the next event
+    "context_ttl_s": (0, 10 * _YEAR_S),  # 0: contexts never expire
+    "ready_stream_maxlen": (1, 10**12),  # 0 would trim away every published event
+    "stage_max_attempts": (1, 1000),
+    "stage_timeout_s": (0.01, 24 * 3600),
+    "redact_timeout_s": (0.01, 24 * 3600),
+    "shutdown_grace_s": (0, 24 * 3600),
+    "retry_base_s": (0.001, 3600),
+    "event_ttl_s": (60, 10 * _YEAR_S),
+    "worker_concurrency": (1, 10_000),  # 0 would never start a job
+    "poll_delay_s": (0.001, 60),
+    "bp_max_queue": (1, 10**12),
+    "bp_max_age_s": (0.001, 10 * _YEAR_S),
+    "bp_max_memory_ratio": (0.01, 1.0),
+    "bp_cache_s": (0, 3600),
+    "audit_checkpoint_every": (0, 10**9),
+    "audit_checkpoint_interval_s": (1, _YEAR_S),
+    "session_idle_s": (1, _YEAR_S),
+    "session_max_s": (1, _YEAR_S),
+    "login_max_failures": (1, 10**6),
+    "login_lockout_s": (1, _YEAR_S),
+    "data_key_cache_size": (0, 10**8),
+    "data_key_cache_ttl_s": (0, _YEAR_S),
+}
+def _num(x: float) -> str:
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
+
+
+_PREFIX_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-:]{0,63}")
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 def _bool(name: str, default: bool, env: dict[str, str]) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
-    return raw.strip().lower() in {"1", "true", "yes", "on"}
+    v = raw.strip().lower()
+    if v in {"1", "true", "yes", "on"}:
+        return True
+    if v in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name} must be 1 or 0 (true/false, yes/no, on/off), got {raw!r}")
 
 
 def b64key(name: str, raw: str, sizes: tuple[int, ...] = (32,)) -> bytes:
@@ -238,6 +295,20 @@ class Settings:
             raise SettingsError("INTAKE_MAX_BODY_BYTES must be at least 1024")
         if s.body_timeout_s <= 0:
             raise SettingsError("INTAKE_BODY_TIMEOUT_S must be more than 0")
+        for name, (low, high) in LIMITS.items():
+            value = getattr(s, name)
+            if not low <= value <= high:
+                raise SettingsError(f"{cls.ENV_NAMES[name]} must be between {_num(low)} and {_num(high)}, "
+                                    f"got {_num(value)}")
+        if not _PREFIX_RE.fullmatch(s.key_prefix):
+            raise SettingsError("INTAKE_KEY_PREFIX must be 1-64 letters, digits, '_', '.', '-' or ':', "
+                                f"starting with a letter or digit, got {s.key_prefix!r}")
+        if s.audit_export_dir and Path(s.audit_export_dir).exists() and not Path(s.audit_export_dir).is_dir():
+            raise SettingsError(f"INTAKE_AUDIT_EXPORT_DIR {s.audit_export_dir!r} is not a directory")
+        if s.redis_url and not s.redis_url.startswith(_REDIS_SCHEMES):
+            raise SettingsError("REDIS_URL must start with redis://, rediss:// or unix://")
+        if s.cookie_secure.strip().lower() not in {"auto", "1", "0", "true", "false", "yes", "no", "on", "off"}:
+            raise SettingsError(f"INTAKE_COOKIE_SECURE must be auto, 1 or 0, got {s.cookie_secure!r}")
         s.extra = env
         return s
 

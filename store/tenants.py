@@ -37,6 +37,7 @@ TENANT_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 SCHEMES = ("token", "hmac", "standard")
 TIERS = ("starter", "professional", "enterprise")
 CREDENTIALS = ("anthropic_api_key", "ghl_api_key", "ghl_calendar_id")
+MAX_CREDENTIAL_CHARS = 512
 _SECRET_ID_RE = re.compile(r"^s_[0-9a-f]{12}$")
 
 
@@ -274,6 +275,8 @@ class TenantRegistry:
                 raise ValueError(f"unknown credential {name!r}")
             if value == "":
                 delete.append(name)
+            elif len(value) > MAX_CREDENTIAL_CHARS or any(ord(c) < 32 or ord(c) == 127 for c in value):
+                raise ValueError(f"{name} must be at most {MAX_CREDENTIAL_CHARS} characters, without control characters")
             else:
                 mapping[name] = await self.crypto.seal_for(tenant, None, f"cred:{name}", value.encode())
         return mapping, delete
@@ -347,7 +350,7 @@ def parse_legacy_file(path: Any, fernet_key: str | None) -> tuple[str, dict[str,
         raise ImportFileError(f"file too large ({size} bytes)")
     try:
         data = json.loads(path.read_bytes())
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ImportFileError(f"not valid JSON ({type(exc).__name__})") from None
     if not isinstance(data, dict):
         raise ImportFileError("not a JSON object")
@@ -381,7 +384,7 @@ def parse_legacy_file(path: Any, fernet_key: str | None) -> tuple[str, dict[str,
                 raise ImportFileError(f"{k} is not a string")
             creds[k] = data[k]
     for k, v in creds.items():
-        if not v or len(v) > 512 or any(ord(c) < 32 for c in v):
+        if not v or len(v) > MAX_CREDENTIAL_CHARS or any(ord(c) < 32 for c in v):
             raise ImportFileError(f"{k} is empty, too long or has control characters")
     if not creds:
         raise ImportFileError("no credentials in file")

@@ -85,10 +85,15 @@ def load_public_keys(values: Sequence[str] | None) -> list[Ed25519PublicKey]:
     """Public keys from ``--pubkey`` values: each a PEM file path or PEM text (several blocks allowed)."""
     out: list[Ed25519PublicKey] = []
     for value in values or ():
-        text = value if "-----BEGIN" in value else Path(value).read_text()
-        blocks = _split_pem(text)
-        for block in blocks or [text]:
-            out.append(public_key_from_pem(block))
+        try:
+            text = value if "-----BEGIN" in value else Path(value).read_text()
+            blocks = _split_pem(text)
+            for block in blocks or [text]:
+                out.append(public_key_from_pem(block))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"--pubkey {value[:80]!r}: cannot read it: {type(exc).__name__}") from None
+        except (ValueError, TypeError) as exc:
+            raise SettingsError(f"--pubkey {value[:80]!r}: not an Ed25519 public key in PEM: {exc}") from None
     return out
 
 
@@ -135,8 +140,8 @@ def _print_reports(reports: Sequence[ChainReport]) -> int:
 
 def _export_files(path: Path) -> list[Path]:
     if path.is_dir():
-        return sorted(path.glob("audit_*.jsonl"))
-    return [path]
+        return sorted(p for p in path.glob("audit_*.jsonl") if p.is_file())
+    return [path] if path.is_file() else []
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -161,7 +166,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
         partial = bool(getattr(args, "partial", False)) or not path.is_dir()
         reports = verify_export_lines(lines(), pubkeys, tenant=args.tenant, partial=partial)
-        return _print_reports(reports)
+        rc = _print_reports(reports)
+        if not any(r.records for r in reports):  # an empty export proves nothing
+            print(f"ghl-intake: no audit records{f' of tenant {args.tenant}' if args.tenant else ''} in {path}",
+                  file=sys.stderr)
+            return 1
+        return rc
 
     settings = _settings()
 
@@ -172,7 +182,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
         finally:
             await store.redis.aclose()
 
-    return _print_reports(asyncio.run(go()))
+    reports = asyncio.run(go())
+    rc = _print_reports(reports)
+    if args.tenant and not any(r.records for r in reports):
+        print(f"ghl-intake: no audit chain for tenant {args.tenant!r}", file=sys.stderr)
+        return 1
+    return rc
 
 
 def cmd_export(args: argparse.Namespace) -> int:

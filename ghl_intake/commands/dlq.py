@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import re
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from ghl_intake import keys, ops
@@ -34,9 +34,13 @@ def parse_since(text: str | None, now: float | None = None) -> float | None:
     if m:
         return t - float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(value):
+            raise SettingsError(f"--since {text!r}: use 30m, 2h, 7d, unix seconds or ISO-8601")
+        return value
     from datetime import UTC, datetime
 
     try:
@@ -105,15 +109,28 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _body_file(name: str) -> bytes:
+    """``--body-file``: the corrected raw body, under the same cap as the ingress."""
+    cap = Settings.from_env().max_body_bytes
+    try:
+        with open(name, "rb") as f:
+            body = f.read(cap + 1)
+    except OSError as exc:
+        raise SettingsError(f"--body-file {name!r}: cannot read it: {exc.strerror or type(exc).__name__}") from None
+    if len(body) > cap:
+        raise SettingsError(f"--body-file {name!r} is larger than INTAKE_MAX_BODY_BYTES ({cap} bytes)")
+    return body
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     if bool(args.id) == bool(args.all):
         raise SettingsError("dlq replay: give one ID or --all [filters]")
-    body = Path(args.body_file).read_bytes() if args.body_file else None
+    body = _body_file(args.body_file) if args.body_file else None
     if args.id:
         res = _run(lambda pool, s, km: ops.replay(pool, s, km.keyring, args.id, body_override=body,
                                                   dry_run=args.dry_run))
         print(f"{res.dlq_id}: {res.message}")
-        return 0 if (res.replayed or args.dry_run) else 1
+        return 0 if (res.replayed or res.replayable) else 1
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

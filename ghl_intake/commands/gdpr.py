@@ -12,7 +12,7 @@ from typing import Any
 
 from ghl_intake import keys
 from ghl_intake.operator import audit_operator
-from ghl_intake.settings import Settings
+from ghl_intake.settings import Settings, SettingsError
 from store.gdpr import Gdpr
 from store.tenants import validate_tenant
 
@@ -20,6 +20,7 @@ from store.tenants import validate_tenant
 def _write_private(path: Path, text: str) -> None:
     """Create the export file readable by its owner only (it holds personal data)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
     with os.fdopen(fd, "w") as f:
         f.write(text)
 
@@ -28,6 +29,9 @@ def _run(args: argparse.Namespace, erase: bool) -> int:
     from ghl_intake.runtime import redis_from_settings
 
     settings = Settings.from_env()
+    out = getattr(args, "out", None)
+    if out and (Path(out).is_dir() or not Path(out).parent.is_dir()):
+        raise SettingsError(f"--out {out!r}: give a file in an existing directory")
     try:
         validate_tenant(args.tenant)
     except ValueError as exc:

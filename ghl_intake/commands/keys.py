@@ -8,6 +8,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
+from ghl_intake import argtypes
 from ghl_intake.keys import envelope_crypto, generate_env
 from ghl_intake.operator import audit_operator
 
@@ -16,7 +17,14 @@ if TYPE_CHECKING:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    for name, value in generate_env(args.key_id).items():
+    from ghl_intake.settings import SettingsError, parse_master_keys
+
+    env = generate_env(args.key_id)
+    try:
+        parse_master_keys(env["INTAKE_MASTER_KEYS"])  # the same rule every command applies when it loads it
+    except SettingsError:
+        raise SettingsError("--key-id must be 1-32 letters, digits, '-' or '_'") from None
+    for name, value in env.items():
         print(f"{name}={value}")
     return 0
 
@@ -118,7 +126,7 @@ def register(sub: Any) -> None:
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
     r = ks.add_parser("rotate", help="re-wrap every data key under the primary master key (resumable, online)")
-    r.add_argument("--batch", type=int, default=500, help="data keys per step (progress marker saved per step)")
+    r.add_argument("--batch", type=argtypes.positive_int, default=500, help="data keys per step (progress marker saved per step)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_rotate)
 

@@ -13,17 +13,29 @@ import sys
 from typing import Any
 
 
+def _no_constant(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
+
+
 def cmd_redact(args: argparse.Namespace) -> int:
     from pipeline.redact import RedactionError, build_redactor_from_env
 
-    raw = sys.stdin.buffer.read() if args.input is None else open(args.input, "rb").read()
-    text = raw.decode("utf-8", errors="replace")
+    try:
+        raw = sys.stdin.buffer.read() if args.input is None else open(args.input, "rb").read()
+    except OSError as exc:
+        print(f"error: cannot read {args.input!r}: {exc.strerror or type(exc).__name__}", file=sys.stderr)
+        return 2
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        print(f"error: input is not UTF-8 text (byte {exc.start})", file=sys.stderr)
+        return 2
     redactor = build_redactor_from_env()
     tenant = args.tenant
     try:
         if args.event:
             try:
-                event = json.loads(text)
+                event = json.loads(text, parse_constant=_no_constant)
             except json.JSONDecodeError as exc:
                 print(f"error: stdin is not JSON: {exc.msg} at line {exc.lineno}", file=sys.stderr)
                 return 2

@@ -7,7 +7,7 @@ import asyncio
 import logging
 from typing import Any
 
-from ghl_intake import keys
+from ghl_intake import argtypes, keys
 from ghl_intake.runtime import warn
 from ghl_intake.settings import Settings, SettingsError
 from pipeline.models import STAGES
@@ -90,12 +90,12 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("run", help="ingress and every stage in one process (fakeredis when REDIS_URL is unset)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=argtypes.port, default=8000)
     common(p)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("serve", help="the ingress only (needs REDIS_URL)")
     p.add_argument("--host", default="0.0.0.0")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=argtypes.port, default=8000)
     common(p)
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("worker", help="one stage worker (needs REDIS_URL)")

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ghl_intake import argtypes
 from ghl_intake.operator import operator_actor
 from ghl_intake.runtime import redis_from_settings
 from ghl_intake.settings import Settings
@@ -31,7 +32,10 @@ async def _audit(settings: Settings, redis: Any, action: str, detail: dict[str, 
 
 
 def _run(fn: Callable[[UserStore, Settings, Any], Awaitable[int]]) -> int:
+    from store.audit import load_signing_key
+
     settings = Settings.from_env()
+    load_signing_key(settings)  # a malformed audit key fails here, before any change that it would audit
 
     async def go() -> int:
         redis = redis_from_settings(settings)
@@ -122,6 +126,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_token(args: argparse.Namespace) -> int:
     async def go(users: UserStore, settings: Settings, redis: Any) -> int:
         if args.revoke_all:
+            if await users.get(args.name) is None:
+                raise UserError(f"no user {args.name!r}")
             n = await users.revoke_tokens(args.name)
             await _audit(settings, redis, "user_tokens_revoked", {"user": args.name, "count": str(n)})
             print(f"revoked {n} API token(s) of {args.name}")
@@ -170,7 +176,7 @@ def cmd_console(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     c = sub.add_parser("console", help="serve the operator console and /api/v1 on their own port (needs REDIS_URL)")
     c.add_argument("--host", default="127.0.0.1")
-    c.add_argument("--port", type=int, default=0, help="default: INTAKE_CONSOLE_PORT, else 8001")
+    c.add_argument("--port", type=argtypes.port, default=0, help="default: INTAKE_CONSOLE_PORT, else 8001")
     c.add_argument("--dev", action="store_true", help="start with ephemeral keys when key settings are missing")
     c.set_defaults(func=cmd_console)
     p = sub.add_parser("users", help="console users and API tokens (needs REDIS_URL)")
