@@ -23,11 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
+from ghl_intake.settings import SettingsError
 
 ED25519_SIG_BYTES = 64
 RSA_SIG_BYTES = 512  # RSA-4096
@@ -61,11 +63,26 @@ def fingerprint(key: Any) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
-def _pem_blocks(spec: str, default_path: Path) -> list[bytes]:
+def _read_pem(path: Path, setting: str) -> str:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a PEM text file"
+        raise SettingsError(f"{setting}: cannot read {str(path)!r}: {reason}") from None
+
+
+def _load_pem(pem: bytes, setting: str) -> Any:
+    try:
+        return serialization.load_pem_public_key(pem)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise SettingsError(f"{setting} holds a PEM block that is not a public key ({type(exc).__name__})") from None
+
+
+def _pem_blocks(spec: str, default_path: Path, setting: str) -> list[bytes]:
     """PEM public-key blocks from PEM text (one or more blocks) or ';'-separated paths."""
-    text = spec.strip() or default_path.read_text()
+    text = spec.strip() or _read_pem(default_path, setting)
     if "-----BEGIN" not in text:
-        text = "\n".join(Path(p.strip()).read_text() for p in text.split(";") if p.strip())
+        text = "\n".join(_read_pem(Path(p.strip()), setting) for p in text.split(";") if p.strip())
     blocks: list[bytes] = []
     for block in text.split("-----END PUBLIC KEY-----"):
         if "-----BEGIN PUBLIC KEY-----" not in block:
@@ -77,28 +94,28 @@ def _pem_blocks(spec: str, default_path: Path) -> list[bytes]:
 def load_ed25519_keys(spec: str, default_path: Path) -> list[Ed25519PublicKey]:
     """Keys from ``GHL_ED25519_PUBLIC_KEY``: PEM text (one or more blocks) or ';'-separated paths."""
     keys: list[Ed25519PublicKey] = []
-    for pem in _pem_blocks(spec, default_path):
-        key = serialization.load_pem_public_key(pem)
+    for pem in _pem_blocks(spec, default_path, "GHL_ED25519_PUBLIC_KEY"):
+        key = _load_pem(pem, "GHL_ED25519_PUBLIC_KEY")
         if not isinstance(key, Ed25519PublicKey):
-            raise ValueError("GHL_ED25519_PUBLIC_KEY holds a key that is not Ed25519")
+            raise SettingsError("GHL_ED25519_PUBLIC_KEY holds a key that is not Ed25519")
         keys.append(key)
     if not keys:
-        raise ValueError("GHL_ED25519_PUBLIC_KEY holds no PEM public key")
+        raise SettingsError("GHL_ED25519_PUBLIC_KEY holds no PEM public key")
     return keys
 
 
 def load_rsa_keys(spec: str, default_path: Path) -> list[RSAPublicKey]:
     """Keys from ``GHL_RSA_PUBLIC_KEY`` (same forms as the Ed25519 setting); each must be RSA-4096."""
     keys: list[RSAPublicKey] = []
-    for pem in _pem_blocks(spec, default_path):
-        key = serialization.load_pem_public_key(pem)
+    for pem in _pem_blocks(spec, default_path, "GHL_RSA_PUBLIC_KEY"):
+        key = _load_pem(pem, "GHL_RSA_PUBLIC_KEY")
         if not isinstance(key, RSAPublicKey):
-            raise ValueError("GHL_RSA_PUBLIC_KEY holds a key that is not RSA")
+            raise SettingsError("GHL_RSA_PUBLIC_KEY holds a key that is not RSA")
         if key.key_size != RSA_KEY_BITS:
-            raise ValueError(f"GHL_RSA_PUBLIC_KEY must be RSA-{RSA_KEY_BITS}, got RSA-{key.key_size}")
+            raise SettingsError(f"GHL_RSA_PUBLIC_KEY must be RSA-{RSA_KEY_BITS}, got RSA-{key.key_size}")
         keys.append(key)
     if not keys:
-        raise ValueError("GHL_RSA_PUBLIC_KEY holds no PEM public key")
+        raise SettingsError("GHL_RSA_PUBLIC_KEY holds no PEM public key")
     return keys
 
 

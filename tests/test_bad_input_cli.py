@@ -208,3 +208,20 @@ def test_tenant_credentials_are_bounded_like_the_import(monkeypatch: pytest.Monk
     assert main(["tenants", "import", str(tmp_path), "--json"]) == 1
     report = {f["tenant"]: f["status"] for f in json.loads(capsys.readouterr().out)}
     assert report == {"locDeep": "skipped", "locOk": "imported"}
+
+
+def test_ghl_public_key_settings_that_cannot_be_read_name_the_setting(tmp_path: Path) -> None:
+    from ghl_intake.settings import DEFAULT_GHL_ED25519_PEM, DEFAULT_GHL_RSA_PEM
+    from ingress.verify import load_ed25519_keys, load_rsa_keys
+
+    binary = tmp_path / "key.bin"
+    binary.write_bytes(b"\x00\xff\xfe" * 100)
+    bad_block = "-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n"
+    for spec, says in ((str(tmp_path / "missing.pem"), "cannot read"), (str(binary), "not a PEM text file"),
+                       (str(tmp_path), "cannot read"), (bad_block, "not a public key")):
+        with pytest.raises(SettingsError, match=says) as exc:
+            load_ed25519_keys(spec, DEFAULT_GHL_ED25519_PEM)
+        assert "GHL_ED25519_PUBLIC_KEY" in str(exc.value)
+        with pytest.raises(SettingsError, match=says) as exc:
+            load_rsa_keys(spec, DEFAULT_GHL_RSA_PEM)
+        assert "GHL_RSA_PUBLIC_KEY" in str(exc.value)
