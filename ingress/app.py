@@ -42,7 +42,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ghl_intake.settings import DEFAULT_GHL_RSA_PEM, Settings
+from ghl_intake.settings import DEFAULT_GHL_RSA_PEM, Settings, SettingsError
 from ingress import backpressure, freshness, schemes
 from ingress.metrics import CONTENT_TYPE_LATEST, IngressMetrics, queue_snapshot
 from ingress.security import AttackMonitor
@@ -490,6 +490,19 @@ def create_ops_app(deps: IngressDeps) -> Starlette:
     return app
 
 
+def _check_can_listen(host: str, port: int, setting: str) -> None:
+    """Fail with one line naming the setting when ``host:port`` is taken or not ours to bind."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(infos[0][4])
+    except OSError as exc:
+        raise SettingsError(f"{setting}: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 class OpsServer:
     """The ops app on ``INTAKE_OPS_HOST:INTAKE_OPS_PORT`` (uvicorn, same event loop as the main server)."""
 
@@ -510,6 +523,7 @@ class OpsServer:
         s: Settings = app.state.deps.settings
         if s.ops_port <= 0 or not (s.metrics_enabled or s.security_health_enabled):
             return None
+        _check_can_listen(s.ops_host, s.ops_port, "INTAKE_OPS_PORT")
         ops = cls(app)
         ops.task = asyncio.create_task(ops.server.serve())
         return ops

@@ -7,6 +7,7 @@ import base64
 
 import httpx
 import orjson
+import pytest
 
 from ghl_intake import keys
 from ghl_intake.signing import GhlSigner, token_headers
@@ -112,6 +113,21 @@ async def test_ops_endpoints_can_be_disabled(real_redis_url: str, signer: GhlSig
         assert (await ing.client.get("/metrics")).status_code == 404
         assert (await ing.client.get("/health/security")).status_code == 404
         assert (await ing.client.get("/healthz")).status_code == 200
+
+
+async def test_a_taken_ops_port_is_one_clear_error(real_redis_url: str, signer: GhlSigner) -> None:
+    import socket
+
+    from ghl_intake.settings import SettingsError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = make_settings(real_redis_url, signer, ops_port=port, ops_host="127.0.0.1")
+        async with ingress(settings) as ing:
+            with pytest.raises(SettingsError, match=f"INTAKE_OPS_PORT: cannot listen on 127.0.0.1:{port}"):
+                OpsServer.start(ing.app)
 
 
 async def test_ops_endpoints_on_their_own_port(real_redis_url: str, signer: GhlSigner) -> None:
