@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from arq.connections import ArqRedis
 from arq.worker import Worker
+from redis.exceptions import RedisError
 
 from ghl_intake import keys
 from ghl_intake.runtime import fake_server
@@ -16,6 +18,8 @@ from ingress.verify import load_ed25519_keys
 from pipeline.models import STAGES
 from workers.base import job_deserializer, job_serializer
 from workers.stages import worker_kwargs
+
+log = logging.getLogger("ghl_intake.embedded")
 
 
 def _quiet_arq_redis_info() -> None:
@@ -73,8 +77,20 @@ class StageRunner:
         self.tasks = [asyncio.create_task(w.async_run()) for w in self.workers]
 
     async def stop(self) -> None:
+        """Close every worker (arq's ``close()``: in-flight jobs are cancelled and go back on their
+        queue). The workers share one pool and each close() closes it, so a later worker's job can
+        lose its connection mid-finish; that job keeps arq's in-progress key and runs again once
+        it expires (every effect is idempotent), so this is logged, not raised, and the other
+        workers are still closed."""
         for w in self.workers:
-            await w.close()
+            try:
+                await w.close()
+            except (RedisError, asyncio.CancelledError) as exc:
+                task = asyncio.current_task()
+                if isinstance(exc, asyncio.CancelledError) and task is not None and task.cancelling():
+                    raise  # we are being cancelled ourselves
+                log.warning("stopping the %s worker: a job was cut off (%s); it runs again later",
+                            w.queue_name, type(exc).__name__)
         for t in self.tasks:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)

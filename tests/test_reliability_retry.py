@@ -348,3 +348,31 @@ async def test_redaction_failure_is_retried_then_dead_lettered_never_passed_on(r
         assert {e.reason for e in await dlq.list()} == {"retries_exhausted", "permanent"}
     finally:
         await pool.aclose()
+
+
+async def test_embedded_stop_lets_every_worker_finish_before_the_shared_pool_closes(rel_redis_url: str) -> None:
+    """The embedded runner's workers share one pool, and arq's close() closes it: stopping one
+    worker must not cut another's connection while that one still has jobs in flight."""
+    from ghl_intake.embedded import StageRunner
+
+    keys = generate_env("w1")
+    prefix = f"w{uuid.uuid4().hex[:6]}"
+    settings, pool, ids = await _fill_audit_queue(rel_redis_url, prefix, keys, 4000)
+    runner = StageRunner(settings, pool, ("dedup", "rate", "audit"))  # dedup and rate close first
+    try:
+        runner.start()
+        await _wait_in_progress(pool)
+        await asyncio.sleep(0.05)
+        await runner.stop()  # raised ConnectionError ("Connection closed by server") from an audit job
+        pool2 = make_pool(settings)
+        try:
+            left = await pool2.zcard(base.queue_name(settings, "audit"))
+            audit = AuditStore(pool2, prefix=prefix)
+            done = await _records(audit)
+            # every job ran once or is back on the queue (a job cancelled after its append is
+            # queued again; its re-run appends nothing); none ran twice
+            assert done <= len(ids) and done + left >= len(ids), (done, left)
+        finally:
+            await pool2.aclose()
+    finally:
+        await pool.aclose()
