@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -91,6 +92,9 @@ class StageRunner:
                     raise  # we are being cancelled ourselves
                 log.warning("stopping the %s worker: a job was cut off (%s); it runs again later",
                             w.queue_name, type(exc).__name__)
+                if w.on_shutdown:  # close() stopped before it: release what the stage holds
+                    with contextlib.suppress(RedisError, OSError):
+                        await w.on_shutdown(w.ctx)
         for t in self.tasks:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
