@@ -31,6 +31,8 @@ def test_the_defaults_pass_every_check() -> None:
 @pytest.mark.parametrize(
     ("name", "value", "says"),
     [
+        ("INTAKE_MAX_BODY_BYTES", "100", "between 1,024 and"),
+        ("INTAKE_BODY_TIMEOUT_S", "0", "between 0.001 and"),
         ("INTAKE_CONTEXT_MAX_ITEMS", "0", "between 1 and"),  # would empty every context
         ("INTAKE_READY_MAXLEN", "0", "between 1 and"),  # would trim away every published event
         ("INTAKE_DEDUP_TTL_S", "0", "between 60 and"),
