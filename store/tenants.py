@@ -38,6 +38,11 @@ SCHEMES = ("token", "hmac", "standard")
 TIERS = ("starter", "professional", "enterprise")
 CREDENTIALS = ("anthropic_api_key", "ghl_api_key", "ghl_calendar_id")
 MAX_CREDENTIAL_CHARS = 512
+
+
+def credential_value_ok(value: str) -> bool:
+    """A credential fits: at most MAX_CREDENTIAL_CHARS, no control characters (newline, DEL, ...)."""
+    return len(value) <= MAX_CREDENTIAL_CHARS and not any(ord(c) < 32 or ord(c) == 127 for c in value)
 _SECRET_ID_RE = re.compile(r"^s_[0-9a-f]{12}$")
 
 
@@ -275,7 +280,7 @@ class TenantRegistry:
                 raise ValueError(f"unknown credential {name!r}")
             if value == "":
                 delete.append(name)
-            elif len(value) > MAX_CREDENTIAL_CHARS or any(ord(c) < 32 or ord(c) == 127 for c in value):
+            elif not credential_value_ok(value):
                 raise ValueError(f"{name} must be at most {MAX_CREDENTIAL_CHARS} characters, without control characters")
             else:
                 mapping[name] = await self.crypto.seal_for(tenant, None, f"cred:{name}", value.encode())
@@ -384,7 +389,7 @@ def parse_legacy_file(path: Any, fernet_key: str | None) -> tuple[str, dict[str,
                 raise ImportFileError(f"{k} is not a string")
             creds[k] = data[k]
     for k, v in creds.items():
-        if not v or len(v) > MAX_CREDENTIAL_CHARS or any(ord(c) < 32 for c in v):
+        if not v or not credential_value_ok(v):
             raise ImportFileError(f"{k} is empty, too long or has control characters")
     if not creds:
         raise ImportFileError("no credentials in file")
