@@ -145,8 +145,8 @@ class Gdpr:
         for prefix in (job_key_prefix, result_key_prefix):
             async for raw in self._r.scan_iter(match=prefix + "*", count=1000):
                 key = _s(raw)
-                parts = key[len(prefix):].split(":")
                 job_id = key[len(prefix):]
+                parts = job_id.split(":")
                 if len(parts) >= 2 and parts[0] == "audit":
                     if parts[1] in h.event_ids:  # no personal data, but nothing of the event is kept
                         h.job_keys.append(key)
