@@ -11,24 +11,14 @@ import getpass
 import json
 import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ghl_intake import argtypes
-from ghl_intake.operator import operator_actor
+from ghl_intake.operator import audit_operator
 from ghl_intake.runtime import redis_from_settings
 from ghl_intake.settings import Settings
 from store.users import UserError, UserStore, parse_tenants, validate_password
-
-
-async def _audit(settings: Settings, redis: Any, action: str, detail: dict[str, str]) -> None:
-    from store.audit import SYSTEM_TENANT, AuditStore, load_signing_key
-
-    actor, where = operator_actor()
-    store = AuditStore(redis, prefix=settings.key_prefix, signing_key=load_signing_key(settings))
-    await store.append(SYSTEM_TENANT, event_id=f"op-{uuid.uuid4().hex}", stage="operator", outcome=action,
-                       actor=actor, detail={**where, **detail})
 
 
 def _run(fn: Callable[[UserStore, Settings, Any], Awaitable[int]]) -> int:
@@ -71,7 +61,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         tenants = parse_tenants(args.tenants)
         pw = _password(args)
         user = await users.add(args.name, args.role, tenants, pw)
-        await _audit(settings, redis, "user_add", {"user": user.name, "role": user.role,
+        await audit_operator(redis, settings, "user_add", {"user": user.name, "role": user.role,
                                                    "tenants": ",".join(user.tenants)})
         print(f"added {user.name}: role {user.role}, tenants {','.join(user.tenants)}")
         return 0
@@ -84,7 +74,7 @@ def cmd_passwd(args: argparse.Namespace) -> int:
         if await users.get(args.name) is None:
             raise UserError(f"no user {args.name!r}")
         await users.set_password(args.name, _password(args))
-        await _audit(settings, redis, "user_passwd", {"user": args.name})
+        await audit_operator(redis, settings, "user_passwd", {"user": args.name})
         print(f"password of {args.name} changed; their open sessions are ended")
         return 0
 
@@ -94,7 +84,7 @@ def cmd_passwd(args: argparse.Namespace) -> int:
 def cmd_disable(args: argparse.Namespace, disabled: bool = True) -> int:
     async def go(users: UserStore, settings: Settings, redis: Any) -> int:
         await users.set_disabled(args.name, disabled)
-        await _audit(settings, redis, "user_disable" if disabled else "user_enable", {"user": args.name})
+        await audit_operator(redis, settings, "user_disable" if disabled else "user_enable", {"user": args.name})
         print(f"{args.name} {'disabled; sessions and API tokens no longer work' if disabled else 'enabled'}")
         return 0
 
@@ -129,11 +119,11 @@ def cmd_token(args: argparse.Namespace) -> int:
             if await users.get(args.name) is None:
                 raise UserError(f"no user {args.name!r}")
             n = await users.revoke_tokens(args.name)
-            await _audit(settings, redis, "user_tokens_revoked", {"user": args.name, "count": str(n)})
+            await audit_operator(redis, settings, "user_tokens_revoked", {"user": args.name, "count": str(n)})
             print(f"revoked {n} API token(s) of {args.name}")
             return 0
         token = await users.new_token(args.name)
-        await _audit(settings, redis, "user_token", {"user": args.name})
+        await audit_operator(redis, settings, "user_token", {"user": args.name})
         print(f"new API token for {args.name} (shown once; send as 'Authorization: Bearer <token>'):")
         print(token)
         return 0
