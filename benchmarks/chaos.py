@@ -326,11 +326,23 @@ class Chaos:
                 return
             except TimeoutError:
                 pass
-            victim = self.rng.choice(self.workers)
-            if victim.alive():
-                victim.kill()
-                self.kills[victim.name.split("-")[0]] += 1
-                victim.start()  # the Procfile host restarts it
+            await self.kill_one()
+
+    async def kill_one(self) -> None:
+        """SIGKILL one live worker and restart it, as the Procfile host would.
+
+        A worker that just lost Redis may be between exit and restart; the victim is picked
+        among the live ones, waiting for one if none is up, so every tick is a real kill.
+        """
+        while True:
+            alive = [p for p in self.workers if p.alive()]
+            if alive:
+                break
+            await asyncio.sleep(0.2)
+        victim = self.rng.choice(alive)
+        victim.kill()
+        self.kills[victim.name.split("-")[0]] += 1
+        victim.start()
 
     async def redis_bouncer(self, acc: Accounting, total: int) -> None:
         marks = [(k + 1) / (self.redis_restarts + 1) for k in range(self.redis_restarts)]
@@ -366,6 +378,8 @@ class Chaos:
             await bouncer
             done.set()
             await killer
+            if not self.kills and self.kill_every_s > 0:
+                await self.kill_one()  # a send phase shorter than one tick still sees a worker die
             quiet = await self.wait_quiet(acc)
             t_quiet = time.monotonic()
             report = await self.verify(hooks, acc)
