@@ -59,12 +59,27 @@ def build_app(settings: Settings, pool: ArqRedis) -> Any:
     return create_app(ingress_deps(settings, pool))
 
 
+def own_pool(pool: ArqRedis) -> ArqRedis:
+    """A new ``ArqRedis`` with its own connection pool to the same server (or fakeredis server).
+
+    arq's ``Worker.close()`` closes its pool's connections, including ones another worker is
+    using at that moment; a worker on its own pool can only cut off itself.
+    """
+    cp = pool.connection_pool
+    fresh = type(cp)(connection_class=cp.connection_class, max_connections=cp.max_connections,
+                     **cp.connection_kwargs)
+    return ArqRedis(connection_pool=fresh, job_serializer=pool.job_serializer,
+                    job_deserializer=pool.job_deserializer, default_queue_name=pool.default_queue_name,
+                    expires_extra_ms=pool.expires_extra_ms)
+
+
 def make_worker(stage: str, settings: Settings, pool: ArqRedis, *, burst: bool = False) -> Worker:
+    """An arq worker for ``stage`` on its own pool (see ``own_pool``); ``pool`` stays the caller's."""
     kw = worker_kwargs(stage, settings)
     kw.pop("redis_settings", None)
     kw["handle_signals"] = False
     kw["poll_delay"] = 0.05
-    return Worker(redis_pool=pool, burst=burst, **kw)
+    return Worker(redis_pool=own_pool(pool), burst=burst, **kw)
 
 
 class StageRunner:
@@ -78,11 +93,20 @@ class StageRunner:
         self.tasks = [asyncio.create_task(w.async_run()) for w in self.workers]
 
     async def stop(self) -> None:
-        """Close every worker (arq's ``close()``: in-flight jobs are cancelled and go back on their
-        queue). The workers share one pool and each close() closes it, so a later worker's job can
-        lose its connection mid-finish; that job keeps arq's in-progress key and runs again once
-        it expires (every effect is idempotent), so this is logged, not raised, and the other
-        workers are still closed."""
+        """Close every worker (arq's ``close()`` cancels its in-flight jobs, which go back on their
+        queue, waits for them, then closes that worker's own pool). If Redis goes away meanwhile, a job can be cut off mid-finish; it keeps
+        arq's in-progress key and runs again once that expires (every effect is idempotent), so this
+        is logged, not raised, and the other workers are still closed.
+
+        Each worker's poll loop is stopped first, and for good: on Python 3.11 a cancel that lands
+        as a Redis reply arrives can be swallowed (``asyncio.wait_for``), and a loop that goes on
+        would start jobs after ``close()`` took its list of them, on a pool about to close."""
+        for w in self.workers:
+            w.allow_pick_jobs = False
+        for t in self.tasks:
+            while not t.done():
+                t.cancel()
+                await asyncio.wait([t], timeout=0.1)
         for w in self.workers:
             try:
                 await w.close()
@@ -95,9 +119,7 @@ class StageRunner:
                 if w.on_shutdown:  # close() stopped before it: release what the stage holds
                     with contextlib.suppress(RedisError, OSError):
                         await w.on_shutdown(w.ctx)
-        for t in self.tasks:
-            t.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*self.tasks, return_exceptions=True)  # retrieve how each loop ended
 
 
 async def wait_quiet(pool: ArqRedis, settings: Settings, *, timeout_s: float = 120.0, settle_s: float = 0.5) -> bool:

@@ -350,20 +350,36 @@ async def test_redaction_failure_is_retried_then_dead_lettered_never_passed_on(r
         await pool.aclose()
 
 
-async def test_embedded_stop_lets_every_worker_finish_before_the_shared_pool_closes(rel_redis_url: str) -> None:
-    """The embedded runner's workers share one pool, and arq's close() closes it: stopping one
-    worker must not cut another's connection while that one still has jobs in flight."""
+async def test_embedded_stop_cuts_no_worker_off_and_leaves_no_task_behind(rel_redis_url: str) -> None:
+    """Stopping the embedded runner with jobs in flight: arq's close() closes its worker's pool, so
+    each worker has its own (closing one cut another's connection mid-job); and a poll loop whose
+    cancel was swallowed started jobs after close() had listed them, which then failed on the closed
+    pool ("Task exception was never retrieved"). Neither may happen, and the caller's pool stays open."""
+    import gc
+
     from ghl_intake.embedded import StageRunner
 
     keys = generate_env("w1")
     prefix = f"w{uuid.uuid4().hex[:6]}"
     settings, pool, ids = await _fill_audit_queue(rel_redis_url, prefix, keys, 4000)
+    loop = asyncio.get_running_loop()
+    unhandled: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: unhandled.append(context))
     runner = StageRunner(settings, pool, ("dedup", "rate", "audit"))  # dedup and rate close first
+    assert len({id(w.pool) for w in runner.workers} | {id(pool)}) == 4
     try:
         runner.start()
         await _wait_in_progress(pool)
         await asyncio.sleep(0.05)
         await runner.stop()  # raised ConnectionError ("Connection closed by server") from an audit job
+        assert all(t.done() for t in runner.tasks)
+        assert all(t.done() for w in runner.workers for t in w.tasks.values())  # no job left running
+        del runner
+        gc.collect()
+        await asyncio.sleep(0)
+        assert [c.get("message") for c in unhandled] == [], unhandled
+        assert await pool.ping()  # the caller's pool was not closed under it
         pool2 = make_pool(settings)
         try:
             left = await pool2.zcard(base.queue_name(settings, "audit"))
@@ -375,4 +391,5 @@ async def test_embedded_stop_lets_every_worker_finish_before_the_shared_pool_clo
         finally:
             await pool2.aclose()
     finally:
+        loop.set_exception_handler(previous)
         await pool.aclose()
