@@ -204,11 +204,14 @@ def make_hooks(n_events: int, rng: random.Random, *, tenants: int = 20, over_bud
 
 
 async def send_all(base_url: str, signer: Any, hooks: list[Hook], order: list[int], acc: Accounting, *,
-                   concurrency: int = 16, deadline_s: float = 900.0) -> None:
+                   concurrency: int = 16, deadline_s: float = 900.0, rng: random.Random | None = None) -> None:
+    jitter = rng or random.Random()
     sem = asyncio.Semaphore(concurrency)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     stop_at = time.monotonic() + deadline_s
-    async with httpx.AsyncClient(base_url=base_url, timeout=20, limits=limits) as client:
+    # a generous timeout: the ingress answers 429 within seconds when Redis is away; a timeout here
+    # would count as an ingress failure on a merely slow, loaded machine
+    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
 
         async def one(idx: int) -> None:
             hook = hooks[idx]
@@ -229,7 +232,7 @@ async def send_all(base_url: str, signer: Any, hooks: list[Hook], order: list[in
                         return
                     if r.status_code == 429:  # GHL retries a 429 (about 10 min later; sooner here)
                         acc.throttled_429 += 1
-                        await asyncio.sleep(random.uniform(0.5, 1.5))
+                        await asyncio.sleep(jitter.uniform(0.5, 1.5))
                         continue
                     acc.failed += 1
                     acc.failed_kinds[str(r.status_code)] += 1
@@ -373,7 +376,7 @@ class Chaos:
             done = asyncio.Event()
             killer = asyncio.create_task(self.killer(done))
             bouncer = asyncio.create_task(self.redis_bouncer(acc, len(order)))
-            await send_all(f"http://127.0.0.1:{self.port}", self.signer, hooks, order, acc)
+            await send_all(f"http://127.0.0.1:{self.port}", self.signer, hooks, order, acc, rng=self.rng)
             t_sent = time.monotonic()
             await bouncer
             done.set()

@@ -100,10 +100,11 @@ async def served(app: Any) -> AsyncIterator[str]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
                                            access_log=False))
     task = asyncio.create_task(server.serve())
-    for _ in range(1000):  # up to 10 s
-        if server.started:
+    for _ in range(3000):  # up to 30 s (a loaded machine)
+        if server.started or task.done():
             break
         await asyncio.sleep(0.01)
+    assert server.started, f"uvicorn on port {port} did not start"
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

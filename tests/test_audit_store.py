@@ -287,6 +287,8 @@ async def test_tick_heartbeat_and_interval(env: tuple[str, list[Any], str]) -> N
 
     later = await store.tick(now=time.time() + 61)  # idle for an interval: heartbeat at the same head
     assert [(c.tenant, c.seq, c.head) for c in later] == [("loc-H", 1, first[0].head)]
+    # the tick above holds the tick lock (for about 2 s); stretched, so a stall here cannot free it
+    assert await r.pexpire(f"{prefix}:audit:tick", 60_000)
     assert await store.tick(now=time.time() + 200) == []  # lock held by the tick above
     forced = await store.checkpoint("loc-H")
     assert len(forced) == 1

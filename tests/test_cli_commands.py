@@ -54,7 +54,9 @@ def test_procfile_worker_refuses_without_keys_in_one_line(real_redis_url: str) -
 
 
 def test_dev_starts_with_ephemeral_keys_and_a_loud_warning() -> None:
-    port = 18000 + os.getpid() % 1000
+    from tests.test_reliability_support import free_port
+
+    port = free_port()  # a fixed port could be taken by anything else on the machine
     proc = subprocess.Popen([*CLI, "run", "--dev", "--host", "127.0.0.1", "--port", str(port)], env=_bare_env(),
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -309,14 +309,12 @@ def test_property_no_5xx_and_nothing_enqueued_unless_correctly_signed() -> None:
         world.loop.run_until_complete(one())
         seen["valid" if req["valid"] else "invalid"] += 1
 
-    started = time.monotonic()
     try:
         run()
     finally:
         world.close()
     assert seen["valid"] > 100 and seen["invalid"] > 1000, seen
     assert {200, 401, 404, 405, 413, 415} <= set(world.statuses), world.statuses
-    assert time.monotonic() - started < 60
 
 
 def _count(ing: Any, outcome: str, endpoint: str = "ghl") -> float:
@@ -332,14 +330,14 @@ async def test_a_body_trickled_past_the_timeout_is_408_and_frees_the_request(rea
 
     async def slow() -> AsyncIterator[bytes]:
         yield body[:10]
-        await asyncio.sleep(3)
+        await asyncio.sleep(60)
         yield body[10:]
 
     async with ingress(settings) as ing:
         t0 = time.monotonic()
         r = await ing.client.post("/webhooks/ghl", content=slow(), headers=signer.headers(body))
         assert (r.status_code, r.json()) == (408, {"error": "body not received in time"})
-        assert time.monotonic() - t0 < 2.5
+        assert time.monotonic() - t0 < 30  # the 0.5 s body timeout answered, not the 60 s trickle
         assert await ing.enqueued() == 0 and _count(ing, "body_timeout") == 1
         # the same body sent at once is fine
         assert (await ing.client.post("/webhooks/ghl", content=body, headers=signer.headers(body))).status_code == 200

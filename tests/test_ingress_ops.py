@@ -141,10 +141,11 @@ async def test_ops_endpoints_on_their_own_port(real_redis_url: str, signer: GhlS
         ops = OpsServer.start(ing.app)
         assert ops is not None
         try:
-            for _ in range(500):
+            for _ in range(3000):  # up to 30 s
                 if ops.server.started:
                     break
                 await asyncio.sleep(0.01)
+            assert ops.server.started, "the ops server did not start"
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
                 t = (await c.get("/metrics")).text
                 assert 'ghl_intake_ingress_requests_total{endpoint="ghl",outcome="accepted"} 1.0' in t

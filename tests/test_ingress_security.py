@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -46,6 +47,10 @@ async def test_burst_writes_one_audit_event_and_one_alert(real_redis_url: str, s
         assert settings.failure_burst_threshold == 20 and settings.failure_burst_window_s == 300
         caplog.set_level(logging.WARNING, "ghl_intake")
         async with ingress(settings, client=("198.51.100.77", 5555)) as ing:
+            # one instant mid-window: the per-reason counts are kept per 300 s window, and a run
+            # that crossed a window boundary would split them over two keys
+            frozen = (time.time() // 300) * 300 + 150
+            ing.deps.monitor.clock = lambda: frozen  # type: ignore[union-attr]
             await _forge(ing, 19)
             audit = AuditStore(ing.pool, prefix=settings.key_prefix)
             assert await audit.records(SYSTEM_TENANT) == []

@@ -101,6 +101,7 @@ async def test_old_queue_answers_429(ing: Ingress) -> None:
 
 
 async def test_check_is_cached(ing: Ingress) -> None:
+    ing.settings.bp_cache_s = 60.0  # a pause of the test process must not end the reading's life
     r: Any = SyncRedis.from_url(ing.settings.redis_url)
     before = r.info("commandstats").get("cmdstat_zcount", {}).get("calls", 0)
     for _ in range(40):

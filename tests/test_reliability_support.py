@@ -41,7 +41,7 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout_s: float = 10.0) -> RedisServer:
+    def start(self, timeout_s: float = 30.0) -> RedisServer:
         args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
                 "--save", "", "--protected-mode", "no", "--logfile", str(self.dir / "redis.log")]
         if self.aof:
@@ -49,6 +49,10 @@ class RedisServer:
         self.proc = subprocess.Popen([*args, *self.extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            if self.proc.poll() is not None:  # e.g. the port was taken meanwhile: say so, at once
+                log = self.dir / "redis.log"
+                tail = log.read_text(errors="replace")[-500:] if log.exists() else ""
+                raise RuntimeError(f"redis-server on port {self.port} exited ({self.proc.returncode}): {tail}")
             try:
                 r = SyncRedis(port=self.port, socket_timeout=0.5)
                 if r.ping():

@@ -132,7 +132,7 @@ def test_console_in_chromium(live: tuple[Server, Seeded]) -> None:
         try:
             ctx = browser.new_context(viewport={"width": 1280, "height": 900})
             page = ctx.new_page()
-            page.set_default_timeout(10_000)
+            page.set_default_timeout(30_000)  # a loaded machine: first Chromium load, password hashing
 
             # login: an unauthenticated visit lands on the form, then back where it wanted to go
             page.goto(base + "/dead-letters")
