@@ -94,9 +94,10 @@ class StageRunner:
 
     async def stop(self) -> None:
         """Close every worker (arq's ``close()`` cancels its in-flight jobs, which go back on their
-        queue, waits for them, then closes that worker's own pool). If Redis goes away meanwhile, a job can be cut off mid-finish; it keeps
-        arq's in-progress key and runs again once that expires (every effect is idempotent), so this
-        is logged, not raised, and the other workers are still closed.
+        queue, waits for them, then closes that worker's own pool). If Redis goes away meanwhile,
+        a job can be cut off mid-finish; it keeps arq's in-progress key and runs again once that
+        expires (every effect is idempotent), so this is logged, not raised, and the other
+        workers are still closed.
 
         Each worker's poll loop is stopped first, and for good: on Python 3.11 a cancel that lands
         as a Redis reply arrives can be swallowed (``asyncio.wait_for``), and a loop that goes on
