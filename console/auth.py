@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
-from ghl_intake.settings import Settings
+from ghl_intake.settings import FALSE_WORDS, TRUE_WORDS, Settings
 from pipeline.pseudonym import pseudonymize_id
 from store.audit import SYSTEM_TENANT, AuditStore
 from store.keyring import Keyring
@@ -89,9 +89,9 @@ def base_path(request: Request) -> str:
 
 def cookie_secure(deps: ConsoleDeps, request: Request) -> bool:
     v = deps.settings.cookie_secure.strip().lower()
-    if v in {"1", "true", "yes", "on"}:
+    if v in TRUE_WORDS:
         return True
-    if v in {"0", "false", "no", "off"}:
+    if v in FALSE_WORDS:
         return False
     return request.url.scheme == "https"
 

@@ -92,6 +92,8 @@ LIMITS: dict[str, tuple[float, float]] = {
     "data_key_cache_size": (0, 10**8),
     "data_key_cache_ttl_s": (0, _YEAR_S),
 }
+
+
 def _num(x: float) -> str:
     return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
 
@@ -100,14 +102,19 @@ _PREFIX_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-:]{0,63}")
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
+# how every on/off setting may be written (INTAKE_COOKIE_SECURE also takes "auto")
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
 def _bool(name: str, default: bool, env: dict[str, str]) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     v = raw.strip().lower()
-    if v in {"1", "true", "yes", "on"}:
+    if v in TRUE_WORDS:
         return True
-    if v in {"0", "false", "no", "off"}:
+    if v in FALSE_WORDS:
         return False
     raise SettingsError(f"{name} must be 1 or 0 (true/false, yes/no, on/off), got {raw!r}")
 
@@ -305,7 +312,7 @@ class Settings:
             raise SettingsError(f"INTAKE_AUDIT_EXPORT_DIR {s.audit_export_dir!r} is not a directory")
         if s.redis_url and not s.redis_url.startswith(_REDIS_SCHEMES):
             raise SettingsError("REDIS_URL must start with redis://, rediss:// or unix://")
-        if s.cookie_secure.strip().lower() not in {"auto", "1", "0", "true", "false", "yes", "no", "on", "off"}:
+        if s.cookie_secure.strip().lower() not in {"auto", *TRUE_WORDS, *FALSE_WORDS}:
             raise SettingsError(f"INTAKE_COOKIE_SECURE must be auto, 1 or 0, got {s.cookie_secure!r}")
         s.extra = env
         return s
