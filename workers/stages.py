@@ -116,15 +116,15 @@ def worker_kwargs(stage: str, settings: Settings | None = None) -> dict[str, Any
             await ctx["audit"].aclose()
 
     handler.__qualname__ = handler.__name__ = stage
-    kw = worker_settings(stage, handler, startup, shutdown, settings=settings)
+    s = settings or Settings.from_env()
+    kw = worker_settings(stage, handler, startup, shutdown, settings=s)
     if stage == "audit":
         # signed checkpoints on time and when idle, and the JSONL export, every 5 s
         # timeout = the stage's: arq's in-progress expiry (how long a SIGKILLed worker's jobs wait
         # before another worker takes them) is the longest function timeout of the worker + 10 s
         # arq's job ids are global to the Redis DB: the deployment's prefix in the name keeps the
         # ticks of two deployments sharing one Redis (or the demo beside a deployment) apart
-        prefix = (settings or Settings.from_env()).key_prefix
-        kw["cron_jobs"] = [cron(audit_tick, name=f"{CRON_AUDIT_TICK}_{prefix}", second=set(range(0, 60, 5)),
+        kw["cron_jobs"] = [cron(audit_tick, name=f"{CRON_AUDIT_TICK}_{s.key_prefix}", second=set(range(0, 60, 5)),
                                 run_at_startup=True, timeout=kw["job_timeout"], keep_result=0, unique=True)]
     return kw
 
