@@ -43,6 +43,8 @@ MAX_CREDENTIAL_CHARS = 512
 def credential_value_ok(value: str) -> bool:
     """A credential fits: at most MAX_CREDENTIAL_CHARS, no control characters (newline, DEL, ...)."""
     return len(value) <= MAX_CREDENTIAL_CHARS and not any(ord(c) < 32 or ord(c) == 127 for c in value)
+
+
 _SECRET_ID_RE = re.compile(r"^s_[0-9a-f]{12}$")
 
 
