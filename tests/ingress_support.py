@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -23,6 +22,7 @@ from ingress.app import IngressDeps, create_app
 from pipeline.models import Envelope, unpack
 from pipeline.stages import envelope_aad
 from store.tenants import TenantRegistry
+from tests.test_reliability_support import free_port
 
 CLIENT = ("203.0.113.9", 40000)
 
@@ -88,15 +88,9 @@ async def ingress(settings: Settings, *, pool: ArqRedis | None = None, client: t
             await pool.aclose()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def served(app: Any) -> AsyncIterator[str]:
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
                                            access_log=False))
     task = asyncio.create_task(server.serve())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from arq.connections import ArqRedis
 
 from ghl_intake.embedded import build_app, make_pool
 from tests.conftest import make_settings
+from tests.test_reliability_support import free_port
 
 
 @pytest_asyncio.fixture
@@ -54,15 +54,9 @@ async def test_console_can_be_switched_off(pool_settings: tuple[ArqRedis, Any]) 
         assert (await c.get("/console/login")).status_code == 404
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_console_command_serves_its_own_port(real_redis_url: str) -> None:
     s = make_settings(real_redis_url)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "REDIS_URL": real_redis_url, "INTAKE_KEY_PREFIX": s.key_prefix,
            "INTAKE_MASTER_KEYS": s.master_keys, "INTAKE_PSEUDONYM_KEY": s.pseudonym_key,
            "INTAKE_AUDIT_SIGNING_KEY": s.audit_signing_key, "INTAKE_CONSOLE_PORT": str(port)}

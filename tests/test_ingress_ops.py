@@ -16,7 +16,8 @@ from pipeline.audit import SYSTEM_TENANT
 from store.audit import AuditStore
 from store.dlq import DeadLetterStore
 from tests.conftest import make_settings
-from tests.ingress_support import _free_port, ghl_body, ingress
+from tests.ingress_support import ghl_body, ingress
+from tests.test_reliability_support import free_port
 
 
 async def test_metrics_exposes_outcomes_failures_latency_queues_dead_letters(real_redis_url: str,
@@ -131,7 +132,7 @@ async def test_a_taken_ops_port_is_one_clear_error(real_redis_url: str, signer: 
 
 
 async def test_ops_endpoints_on_their_own_port(real_redis_url: str, signer: GhlSigner) -> None:
-    port = _free_port()
+    port = free_port()
     settings = make_settings(real_redis_url, signer, ops_port=port, ops_host="127.0.0.1")
     async with ingress(settings) as ing:
         assert (await ing.client.get("/metrics")).status_code == 404

@@ -8,7 +8,6 @@ as an operator restoring a backup would.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -16,11 +15,7 @@ from pathlib import Path
 import pytest
 from redis import Redis as SyncRedis
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.test_reliability_support import free_port
 
 
 class PrivateRedis:
@@ -30,7 +25,7 @@ class PrivateRedis:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dbfilename = dbfilename
-        self.port = _free_port()
+        self.port = free_port()
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.dir), "--dbfilename", dbfilename, "--logfile", str(self.dir / "redis.log"),
